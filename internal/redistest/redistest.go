@@ -1,0 +1,109 @@
+// Package redistest gives tests a Redis to run against: miniredis
+// in-process always, and the real server named by LLMGATE_TEST_REDIS_URL
+// when the environment provides one. With LLMGATE_TEST_REQUIRE_REDIS=1 (CI)
+// a missing real server fails the test instead of skipping it.
+//
+// Every Server hands out a key prefix unique to the test, so packages and
+// tests sharing one real redis-server never see each other's keys.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one Redis for one test.
+type Server struct {
+	// Client talks to the server; it is closed when the test ends.
+	Client redis.UniversalClient
+	// Prefix is unique to this test: give it to the store under test.
+	Prefix string
+	// Mini is the in-process server, nil on a real one.
+	Mini *miniredis.Miniredis
+	// Addr is host:port of the server.
+	Addr string
+}
+
+// Real reports whether s is a real redis-server.
+func (s *Server) Real() bool { return s.Mini == nil }
+
+// FastForward lets d pass for key expiry: instantly on miniredis, by
+// sleeping on a real server (so keep d short there).
+func (s *Server) FastForward(d time.Duration) {
+	if s.Mini != nil {
+		s.Mini.FastForward(d)
+		return
+	}
+	time.Sleep(d)
+}
+
+// Mini starts a miniredis for tb.
+func Mini(tb testing.TB) *Server {
+	tb.Helper()
+	m := miniredis.RunT(tb)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	tb.Cleanup(func() { c.Close() })
+	return &Server{Client: c, Prefix: prefix(), Mini: m, Addr: m.Addr()}
+}
+
+// RealURL returns LLMGATE_TEST_REDIS_URL, skipping tb when it is unset
+// (failing it under LLMGATE_TEST_REQUIRE_REDIS=1).
+func RealURL(tb testing.TB) string {
+	tb.Helper()
+	u := os.Getenv("LLMGATE_TEST_REDIS_URL")
+	if u == "" {
+		if os.Getenv("LLMGATE_TEST_REQUIRE_REDIS") == "1" {
+			tb.Fatal("LLMGATE_TEST_REQUIRE_REDIS=1 but LLMGATE_TEST_REDIS_URL is not set: start redis-server and point LLMGATE_TEST_REDIS_URL at it")
+		}
+		tb.Skip("no real Redis: set LLMGATE_TEST_REDIS_URL=redis://127.0.0.1:6379/0 to run this test against redis-server")
+	}
+	return u
+}
+
+// Real connects to the real server, skipping or failing as RealURL does.
+// Keys under the test's prefix are deleted when the test ends.
+func Real(tb testing.TB) *Server {
+	tb.Helper()
+	u := RealURL(tb)
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		tb.Fatalf("LLMGATE_TEST_REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opt)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.Ping(ctx).Err(); err != nil {
+		tb.Fatalf("LLMGATE_TEST_REDIS_URL=%s does not answer PING: %v", opt.Addr, err)
+	}
+	s := &Server{Client: c, Prefix: prefix(), Addr: opt.Addr}
+	tb.Cleanup(func() {
+		ctx := context.Background()
+		iter := c.Scan(ctx, 0, s.Prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			c.Del(ctx, iter.Val())
+		}
+		c.Close()
+	})
+	return s
+}
+
+// Each runs fn as subtest "miniredis" and as subtest "redis" on the real
+// server (skipped or failed as Real says).
+func Each(t *testing.T, fn func(t *testing.T, s *Server)) {
+	t.Helper()
+	t.Run("miniredis", func(t *testing.T) { fn(t, Mini(t)) })
+	t.Run("redis", func(t *testing.T) { fn(t, Real(t)) })
+}
+
+func prefix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return "test:" + hex.EncodeToString(b) + ":"
+}
