@@ -1,0 +1,139 @@
+package gateway
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/llmgate/llmgate/ui"
+)
+
+// apiError is every refusal and failure the gateway answers with. It is
+// rendered in the caller's family: JSON for API routes, an HTML page for
+// browser routes.
+type apiError struct {
+	Status  int
+	Code    string // short, stable, snake_case
+	Message string // safe to show; says what was wrong and what to do
+	// cause is logged for 5xx answers and never shown.
+	cause error
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// refuse makes a 4xx apiError.
+func refuse(status int, code, format string, args ...any) *apiError {
+	return &apiError{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// internal makes a 500 whose cause is logged and not shown.
+func internal(op string, err error) *apiError {
+	return &apiError{Status: http.StatusInternalServerError, Code: "internal_error",
+		Message: "internal error; the gateway's log has the details", cause: fmt.Errorf("%s: %w", op, err)}
+}
+
+// unavailable makes a 503 for a dependency that is down.
+func unavailable(op string, err error) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable",
+		Message: "the gateway cannot reach its store right now; try again shortly", cause: fmt.Errorf("%s: %w", op, err)}
+}
+
+// errorType is the OpenAI-style "type" of an error response.
+func errorType(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusNotFound, http.StatusMethodNotAllowed:
+		return "invalid_request_error"
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	default:
+		return "api_error"
+	}
+}
+
+// family says how a route's errors are rendered.
+type family int
+
+const (
+	familyAPI  family = iota // SPEC §3 JSON
+	familyPage               // HTML error page
+)
+
+const familyKey = "llmgate.family"
+
+// setFamily is middleware that marks the routes of a group.
+func setFamily(f family) gin.HandlerFunc {
+	return func(c *gin.Context) { c.Set(familyKey, f) }
+}
+
+func familyOf(c *gin.Context) family {
+	if f, ok := c.Get(familyKey); ok {
+		return f.(family)
+	}
+	p := c.Request.URL.Path
+	if strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/.well-known/") || strings.HasPrefix(p, "/v1/") ||
+		strings.HasPrefix(p, "/oauth/") || p == "/oauth2/backchannel_logout" || p == "/metrics" {
+		return familyAPI
+	}
+	return familyPage
+}
+
+// fail answers c with e in the route's family and stops the chain.
+func (s *Server) fail(c *gin.Context, e *apiError) {
+	if e.Status >= 500 && e.cause != nil {
+		s.log.Error("request failed", "route", c.FullPath(), "status", e.Status, "err", e.cause)
+	}
+	c.Header("Cache-Control", "no-store")
+	if familyOf(c) == familyPage {
+		s.render(c, e.Status, s.errorPage(c, e))
+		c.Abort()
+		return
+	}
+	c.AbortWithStatusJSON(e.Status, gin.H{"error": gin.H{
+		"message": e.Message, "type": errorType(e.Status), "code": e.Code,
+	}})
+}
+
+// errorPage turns e into a page that says what happened and what to do.
+func (s *Server) errorPage(c *gin.Context, e *apiError) ui.ErrorPage {
+	p := ui.ErrorPage{Status: e.Status, Message: e.Message}
+	p.Title = http.StatusText(e.Status)
+	switch e.Status {
+	case http.StatusUnauthorized:
+		p.Heading = "Sign-in failed"
+		p.ActionURL, p.ActionText = "/oauth2/start?rd=%2F", "Sign in again"
+	case http.StatusForbidden:
+		p.Heading = "Access refused"
+	case http.StatusNotFound:
+		p.Heading = "Page not found"
+		p.ActionURL, p.ActionText = "/", "Go to the home page"
+	case http.StatusBadRequest:
+		p.Heading = "Request not accepted"
+	case http.StatusServiceUnavailable:
+		p.Heading = "Temporarily unavailable"
+	default:
+		p.Heading = "Something went wrong"
+	}
+	if e.Code == "login_expired" || e.Code == "login_state" {
+		p.ActionURL, p.ActionText = "/oauth2/start?rd=%2F", "Start sign-in again"
+	}
+	if u := currentUser(c); u != nil {
+		p.User = u
+		p.CSRFToken = s.csrfToken(c)
+	}
+	return p
+}
+
+// render writes a page with status.
+func (s *Server) render(c *gin.Context, status int, p ui.Page) {
+	c.Header("Content-Type", "text/html; charset=utf-8")
+	c.Status(status)
+	if err := s.pages.Render(c.Writer, p); err != nil {
+		s.log.Error("render page", "page", p.Template(), "err", err)
+	}
+}

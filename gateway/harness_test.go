@@ -1,0 +1,181 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/devidp"
+	"github.com/llmgate/llmgate/internal/redistest"
+	"github.com/llmgate/llmgate/internal/webtest"
+	"github.com/llmgate/llmgate/oidc"
+	"github.com/llmgate/llmgate/sessions"
+)
+
+// clock is a settable test clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// setup tunes one harness.
+type setup struct {
+	oidc       oidc.Config // policy fields only
+	sessions   sessions.Config
+	claimsHook func(clientID string, u devidp.User, claims map[string]any)
+	users      []devidp.User
+}
+
+// harness is a gateway on loopback, signed into by a real OpenID Provider
+// (the dev provider) and backed by a real Redis protocol server.
+type harness struct {
+	t      testing.TB
+	url    string
+	idp    *devidp.Provider
+	gw     *Server
+	store  *sessions.Store
+	redis  *redistest.Server
+	clock  *clock
+	logBuf *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harness {
+	tb.Helper()
+	var st setup
+	for _, o := range opts {
+		o(&st)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	users := st.users
+	if users == nil {
+		users = devidp.DemoUsers()
+	}
+	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
+		Users: users,
+		Clients: []devidp.Client{{
+			ID: "llmgate", Secret: "test-client-secret",
+			RedirectURIs:           []string{base + "/oauth2/callback"},
+			PostLogoutRedirectURIs: []string{base + "/oauth2/signed_out"},
+		}},
+		ClaimsHook: st.claimsHook,
+	})
+	if err != nil {
+		tb.Fatalf("start dev provider: %v", err)
+	}
+	tb.Cleanup(func() { idp.Close() })
+
+	clk := &clock{t: time.Now()}
+	logBuf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+
+	scfg := st.sessions
+	scfg.Prefix = rs.Prefix
+	scfg.Now = clk.Now
+	store := sessions.New(rs.Client, scfg)
+
+	ocfg := st.oidc
+	ocfg.Issuer = idp.Issuer()
+	ocfg.ClientID = "llmgate"
+	ocfg.ClientSecret = "test-client-secret"
+	ocfg.RedirectURL = base + "/oauth2/callback"
+	ocfg.Scopes = []string{"openid", "email", "profile", "groups"}
+	if ocfg.AdminEmails == nil {
+		ocfg.AdminEmails = []string{"alice@example.com"}
+	}
+	ocfg.Now = clk.Now
+	rp := oidc.New(ocfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rp.Discover(ctx); err != nil {
+		tb.Fatalf("discover dev provider: %v", err)
+	}
+
+	pub, _ := url.Parse(base)
+	gw, err := New(Config{
+		PublicURL: pub,
+		Secret:    []byte("test-secret-test-secret-test-secret-0123456789"),
+		Now:       clk.Now,
+		Logger:    log,
+	}, Deps{Sessions: store, RP: rp, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
+		return rs.Client.Ping(ctx).Err()
+	}}}})
+	if err != nil {
+		tb.Fatalf("gateway.New: %v", err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- gw.Serve(sctx, ln) }()
+	tb.Cleanup(func() {
+		stop()
+		<-done
+		if tb.Failed() {
+			tb.Logf("gateway log:\n%s", logBuf.String())
+		}
+	})
+	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, redis: rs, clock: clk, logBuf: logBuf}
+}
+
+// advance moves time on for the gateway's clock and for Redis key expiry.
+func (h *harness) advance(d time.Duration) {
+	h.clock.Add(d)
+	h.redis.FastForward(d)
+}
+
+// browser is a webtest.Browser with gateway-specific steps.
+type browser struct {
+	*webtest.Browser
+	t testing.TB
+}
+
+func newBrowser(tb testing.TB) *browser {
+	return &browser{Browser: webtest.NewBrowser(tb), t: tb}
+}
+
+// signIn goes through the whole login from path on the gateway and returns
+// the page it ended on.
+func (b *browser) signIn(h *harness, path, email, password string) webtest.Page {
+	b.t.Helper()
+	p := b.Get(h.url + path)
+	if p.URL.Host == h.host() {
+		b.t.Fatalf("GET %s ended on the gateway at %s (status %d), want the provider's login form", path, p.URL, p.Status)
+	}
+	return b.SubmitLogin(p, email, password)
+}

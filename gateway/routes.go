@@ -1,0 +1,61 @@
+package gateway
+
+import (
+	"net/http"
+	"net/netip"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llmgate/llmgate/ui"
+)
+
+// routes registers every route of the gateway. This is the one place to
+// read to know what the gateway answers.
+func (s *Server) routes() error {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	if err := r.SetTrustedProxies(prefixStrings(s.cfg.TrustedProxies)); err != nil {
+		return err
+	}
+	r.Use(s.recoverPanics(), s.measure(), s.logRequests(), s.securityHeaders())
+	r.NoRoute(func(c *gin.Context) {
+		s.fail(c, refuse(http.StatusNotFound, "not_found", "no route for %s %s", c.Request.Method, c.Request.URL.Path))
+	})
+	r.NoMethod(func(c *gin.Context) {
+		s.fail(c, refuse(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", c.Request.Method, c.Request.URL.Path))
+	})
+
+	// Machine endpoints.
+	r.GET("/healthz", s.handleHealthz)
+	r.HEAD("/healthz", s.handleHealthz)
+	r.GET("/readyz", s.handleReadyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})))
+	r.StaticFS("/static", http.FS(ui.Static()))
+
+	// Browser pages and the SSO dance.
+	pages := r.Group("/", setFamily(familyPage), s.loadSession())
+	pages.GET("/oauth2/start", s.handleStart)
+	pages.GET("/oauth2/callback", s.handleCallback)
+	pages.POST("/oauth2/sign_out", s.requireCSRF(), s.handleSignOut)
+	pages.GET("/oauth2/signed_out", s.handleSignedOut)
+	pages.GET("/", s.requireSignIn(), s.handleHome)
+
+	// JSON API: session cookie (+CSRF on writes) or API token.
+	api := r.Group("/api", setFamily(familyAPI), s.loadSession(), s.requireUser(), s.requireCSRF())
+	api.GET("/me", s.handleMe)
+
+	s.engine = r
+	return nil
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}

@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmgate/llmgate/oidc"
+	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/ui"
+)
+
+// Config is the gateway's own configuration.
+type Config struct {
+	// PublicURL is the external base URL (LLMGATE_PUBLIC_URL), without a
+	// trailing slash. Its scheme decides the cookie names and Secure flags.
+	PublicURL *url.URL
+	// Secret is LLMGATE_SECRET; the gateway derives its MAC keys from it.
+	Secret []byte
+	// TrustedProxies are the peers whose X-Forwarded-For / X-Real-IP is
+	// believed (LLMGATE_TRUSTED_PROXIES). Empty trusts none.
+	TrustedProxies []netip.Prefix
+	// ShutdownGrace is how long requests may finish after shutdown begins.
+	ShutdownGrace time.Duration
+	// Version is shown by /healthz.
+	Version string
+	Now     func() time.Time
+	Logger  *slog.Logger
+}
+
+// Check is one readiness condition reported by /readyz.
+type Check struct {
+	Name string
+	// Check returns nil when the dependency is usable.
+	Check func(ctx context.Context) error
+}
+
+// Deps are the parts the gateway joins together.
+type Deps struct {
+	Sessions *sessions.Store
+	RP       *oidc.RelyingParty
+	// Checks are run by /readyz in addition to the relying party's discovery.
+	Checks []Check
+}
+
+// Server is the gateway. Create it with New.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	sessions *sessions.Store
+	rp       *oidc.RelyingParty
+	checks   []Check
+	pages    *ui.Renderer
+	engine   *gin.Engine
+
+	csrfKey  []byte
+	stateKey []byte
+	secure   bool // PublicURL is https
+
+	metrics  *metrics
+	draining atomic.Bool
+}
+
+// New builds the gateway and its routes.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if cfg.PublicURL == nil {
+		return nil, errors.New("gateway: PublicURL is required")
+	}
+	if len(cfg.Secret) < 32 {
+		return nil, errors.New("gateway: Secret must be at least 32 bytes")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 30 * time.Second
+	}
+	pages, err := ui.NewRenderer()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		sessions: deps.Sessions,
+		rp:       deps.RP,
+		checks:   deps.Checks,
+		pages:    pages,
+		secure:   cfg.PublicURL.Scheme == "https",
+		csrfKey:  deriveKey(cfg.Secret, "llmgate csrf v1"),
+		stateKey: deriveKey(cfg.Secret, "llmgate login state v1"),
+		metrics:  newMetrics(prometheus.NewRegistry()),
+	}
+	if err := s.routes(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// deriveKey derives a 32-byte key for one purpose from the master secret.
+func deriveKey(secret []byte, purpose string) []byte {
+	k, err := hkdf.Key(sha256.New, secret, nil, purpose, 32)
+	if err != nil {
+		panic(fmt.Sprintf("hkdf: %v", err)) // only for lengths out of range
+	}
+	return k
+}
+
+// Handler is the gateway's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Serve answers on ln until ctx ends, then stops taking new connections,
+// reports not-ready, and lets requests in flight finish within the grace
+// period before closing what is left.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.Info("shutting down: letting requests in flight finish", "grace", s.cfg.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.Warn("grace period over; closing remaining connections", "err", err)
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

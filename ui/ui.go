@@ -1,0 +1,117 @@
+package ui
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Static returns the assets served under /static/.
+func Static() fs.FS {
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return sub
+}
+
+// Page is one renderable page; its Template names the file under templates/.
+type Page interface {
+	Template() string
+}
+
+// Layout is what every page shows around its content.
+type Layout struct {
+	Title     string
+	User      *User  // nil when nobody is signed in
+	CSRFToken string // for the sign-out form
+}
+
+// User is the signed-in person as pages show them.
+type User struct {
+	Email  string
+	Name   string
+	Groups []string
+	Admin  bool
+}
+
+// HomePage is the signed-in home page.
+type HomePage struct {
+	Layout
+	SessionExpires time.Time
+}
+
+// ErrorPage explains a refusal or failure and what to do next.
+type ErrorPage struct {
+	Layout
+	Status  int
+	Heading string
+	Message string
+	// ActionURL and ActionText offer the next step, e.g. signing in again.
+	ActionURL  string
+	ActionText string
+}
+
+// SignedOutPage confirms a sign-out.
+type SignedOutPage struct {
+	Layout
+}
+
+func (HomePage) Template() string      { return "home.html" }
+func (ErrorPage) Template() string     { return "error.html" }
+func (SignedOutPage) Template() string { return "signed_out.html" }
+
+// Renderer renders pages. It is safe for concurrent use.
+type Renderer struct {
+	pages map[string]*template.Template
+}
+
+var funcs = template.FuncMap{
+	"datetime": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+}
+
+// NewRenderer parses the embedded templates.
+func NewRenderer() (*Renderer, error) {
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	r := &Renderer{pages: map[string]*template.Template{}}
+	for _, n := range names {
+		base := n[len("templates/"):]
+		if base == "layout.html" {
+			continue
+		}
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("parse template %s: %w", base, err)
+		}
+		r.pages[base] = t
+	}
+	return r, nil
+}
+
+// Render writes p. It renders into a buffer first so that a template error
+// never leaves half a page behind.
+func (r *Renderer) Render(w io.Writer, p Page) error {
+	t, ok := r.pages[p.Template()]
+	if !ok {
+		return fmt.Errorf("render: no template %s", p.Template())
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout.html", p); err != nil {
+		return fmt.Errorf("render %s: %w", p.Template(), err)
+	}
+	_, err := buf.WriteTo(w)
+	return err
+}
