@@ -3,7 +3,7 @@ package redisconn
 import (
 	"errors"
 	"fmt"
-	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -43,7 +43,7 @@ func (cfg Config) Validate() []error {
 	if cfg.URL == "" {
 		errs = append(errs, errors.New("LLMGATE_REDIS_URL is required: set it to redis://HOST:6379/0 (or rediss:// for TLS)"))
 	} else if _, err := redis.ParseURL(cfg.URL); err != nil {
-		errs = append(errs, fmt.Errorf("LLMGATE_REDIS_URL is not a valid redis:// or rediss:// URL: %s", scrub(err.Error(), cfg.URL)))
+		errs = append(errs, fmt.Errorf("LLMGATE_REDIS_URL is not a valid redis:// or rediss:// URL: %s", scrub(err.Error())))
 	}
 	if cfg.SentinelMaster != "" && cfg.Cluster {
 		errs = append(errs, errors.New("LLMGATE_REDIS_SENTINEL_MASTER and LLMGATE_REDIS_CLUSTER=true exclude each other: choose one"))
@@ -59,14 +59,13 @@ func (cfg Config) Validate() []error {
 	return errs
 }
 
-// scrub keeps a password in the URL out of error messages.
-func scrub(msg, rawURL string) string {
-	if u, err := url.Parse(rawURL); err == nil && u.User != nil {
-		if p, ok := u.User.Password(); ok && p != "" {
-			msg = strings.ReplaceAll(msg, p, "xxxxx")
-		}
-	}
-	return msg
+// userinfo matches the credentials part of a URL, even one url.Parse
+// cannot read.
+var userinfo = regexp.MustCompile(`://[^/?#\s"]*@`)
+
+// scrub keeps credentials in the URL out of error messages.
+func scrub(msg string) string {
+	return userinfo.ReplaceAllString(msg, "://xxxxx@")
 }
 
 // New returns a client for cfg. It does not dial: the first command does, so
@@ -77,7 +76,7 @@ func New(cfg Config) (redis.UniversalClient, error) {
 	}
 	opt, err := redis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("parse LLMGATE_REDIS_URL: %s", scrub(err.Error(), cfg.URL))
+		return nil, fmt.Errorf("parse LLMGATE_REDIS_URL: %s", scrub(err.Error()))
 	}
 	opt.DialTimeout = dialTimeout
 	opt.ReadTimeout = readTimeout

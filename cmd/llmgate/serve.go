@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+
+	"github.com/llmgate/llmgate/gateway"
+	"github.com/llmgate/llmgate/internal/redisconn"
+	"github.com/llmgate/llmgate/oidc"
+	"github.com/llmgate/llmgate/sessions"
+)
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, warnings, err := LoadConfig(args, os.Getenv, os.Environ(), stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		// Warnings first: a typo warning often explains a "required" error.
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "llmgate serve: warning: %s\n", w)
+		}
+		fmt.Fprintf(stderr, "llmgate serve: configuration is not valid:\n%v\n\nRun 'llmgate serve --help' for every setting.\n", err)
+		return exitUsage
+	}
+	log := newLogger(cfg.LogFormat, stderr)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", "LLMGATE_LISTEN", cfg.Listen, "err", err)
+		return exitFailure
+	}
+	if err := runGateway(ctx, cfg, ln, log); err != nil {
+		log.Error("gateway stopped", "err", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// newLogger makes the process logger: JSON (default) or text on w.
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// runGateway wires every part from cfg and serves on ln until ctx ends.
+// `serve` and `dev` both come through here.
+func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Logger) error {
+	publicURL, err := url.Parse(cfg.PublicURL)
+	if err != nil {
+		return fmt.Errorf("LLMGATE_PUBLIC_URL: %w", err)
+	}
+	rdb, err := redisconn.New(redisconn.Config{
+		URL: cfg.RedisURL, SentinelMaster: cfg.RedisSentinelMaster, Cluster: cfg.RedisCluster, Addrs: cfg.RedisAddrs,
+	})
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+
+	store := sessions.New(rdb, sessions.Config{TTL: cfg.SessionTTL, IdleTimeout: cfg.SessionIdleTimeout})
+	rp := oidc.New(oidc.Config{
+		Issuer:              cfg.OIDCIssuer,
+		ClientID:            cfg.OIDCClientID,
+		ClientSecret:        cfg.OIDCClientSecret,
+		RedirectURL:         cfg.PublicURL + "/oauth2/callback",
+		Scopes:              cfg.OIDCScopes,
+		GroupsClaim:         cfg.OIDCGroupsClaim,
+		AllowedEmailDomains: cfg.AllowedEmailDomains,
+		AllowedGroups:       cfg.AllowedGroups,
+		AdminEmails:         cfg.AdminEmails,
+		AdminGroups:         cfg.AdminGroups,
+		Logger:              log,
+	})
+	go func() {
+		if err := rp.Run(ctx); err == nil {
+			log.Info("identity provider discovered", "issuer", cfg.OIDCIssuer)
+		}
+	}()
+	if len(cfg.AdminEmails) == 0 && len(cfg.AdminGroups) == 0 {
+		log.Warn("no administrator configured: set LLMGATE_ADMIN_EMAILS or LLMGATE_ADMIN_GROUPS")
+	}
+
+	gw, err := gateway.New(gateway.Config{
+		PublicURL:      publicURL,
+		Secret:         []byte(cfg.Secret),
+		TrustedProxies: cfg.TrustedProxies,
+		ShutdownGrace:  cfg.ShutdownGrace,
+		Version:        version,
+		Logger:         log,
+	}, gateway.Deps{
+		Sessions: store,
+		RP:       rp,
+		Checks: []gateway.Check{{Name: "redis", Check: func(ctx context.Context) error {
+			return rdb.Ping(ctx).Err()
+		}}},
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("llmgate listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "version", version)
+	return gw.Serve(ctx, ln)
+}
