@@ -1,12 +1,14 @@
 package gateway
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmgate/llmgate/tokens"
 	"github.com/llmgate/llmgate/ui"
 )
 
@@ -135,5 +137,34 @@ func (s *Server) render(c *gin.Context, status int, p ui.Page) {
 	c.Status(status)
 	if err := s.pages.Render(c.Writer, p); err != nil {
 		s.log.Error("render page", "page", p.Template(), "err", err)
+	}
+}
+
+// tokenError maps an error of the tokens package to the answer: what was
+// wrong with the token and what to do about it.
+func tokenError(op string, err error) *apiError {
+	var ve *tokens.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		return refuse(http.StatusBadRequest, "invalid_"+ve.Field, "%s", ve.Message)
+	case errors.Is(err, tokens.ErrNotFound):
+		return refuse(http.StatusNotFound, "token_not_found", "no such token")
+	case errors.Is(err, tokens.ErrExpired):
+		return refuse(http.StatusUnauthorized, "token_expired", "API token expired: create a new one in the web UI or with 'llmgate token create'")
+	case errors.Is(err, tokens.ErrRevoked):
+		return refuse(http.StatusUnauthorized, "token_revoked", "API token revoked: create a new one in the web UI or with 'llmgate token create'")
+	case errors.Is(err, tokens.ErrUserRevoked):
+		return refuse(http.StatusUnauthorized, "token_revoked", "API tokens of this person were revoked by an administrator: sign in again and create a new one")
+	case errors.Is(err, tokens.ErrUserBlocked):
+		return refuse(http.StatusForbidden, "user_blocked", "this person is blocked by an administrator")
+	case errors.Is(err, tokens.ErrScope):
+		return refuse(http.StatusForbidden, "insufficient_scope", "this token may only call the LLM API; manage tokens from the web UI or with the credential of 'llmgate login'")
+	case errors.Is(err, tokens.ErrMalformed), errors.Is(err, tokens.ErrSignature),
+		errors.Is(err, tokens.ErrNotYetValid), errors.Is(err, tokens.ErrClaims):
+		return refuse(http.StatusUnauthorized, "invalid_token", "invalid API token")
+	case errors.Is(err, tokens.ErrUnavailable):
+		return unavailable(op, err)
+	default:
+		return internal(op, err)
 	}
 }

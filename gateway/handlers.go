@@ -29,6 +29,9 @@ type meResponse struct {
 	Admin     bool     `json:"admin"`
 	Via       string   `json:"authenticated_by"`
 	CSRFToken string   `json:"csrf_token,omitempty"`
+	// TokenID and TokenExpiresAt are set when an API token authenticated the call.
+	TokenID        string     `json:"token_id,omitempty"`
+	TokenExpiresAt *time.Time `json:"token_expires_at,omitempty"`
 	// SessionExpiresAt is set for browser sessions.
 	SessionExpiresAt *time.Time `json:"session_expires_at,omitempty"`
 }
@@ -43,6 +46,11 @@ func (s *Server) handleMe(c *gin.Context) {
 	if sess := currentSession(c); sess != nil {
 		r.CSRFToken = s.csrfToken(c)
 		r.SessionExpiresAt = &sess.ExpiresAt
+	}
+	if cl := currentClaims(c); cl != nil {
+		r.TokenID = cl.ID
+		exp := cl.ExpiresAt
+		r.TokenExpiresAt = &exp
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, r)
@@ -70,6 +78,16 @@ func (s *Server) handleReadyz(c *gin.Context) {
 	} else {
 		checks["oidc"] = "discovery not done"
 		ok = false
+	}
+	switch {
+	case !s.tokens.Ready():
+		checks["tokens"] = "signing keys not loaded"
+		ok = false
+	case !s.tokens.Healthy():
+		checks["tokens"] = "token store unreachable"
+		ok = false
+	default:
+		checks["tokens"] = "ok"
 	}
 	for _, ch := range s.checks {
 		if err := ch.Check(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/llmgate/llmgate/internal/webtest"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/tokens"
 )
 
 // clock is a settable test clock.
@@ -51,6 +52,7 @@ type harness struct {
 	idp    *devidp.Provider
 	gw     *Server
 	store  *sessions.Store
+	tokens *tokens.Service
 	redis  *redistest.Server
 	clock  *clock
 	logBuf *syncBuffer
@@ -128,13 +130,15 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 		tb.Fatalf("discover dev provider: %v", err)
 	}
 
+	tok := newTokens(tb, rs, base, clk.Now)
+
 	pub, _ := url.Parse(base)
 	gw, err := New(Config{
 		PublicURL: pub,
 		Secret:    []byte("test-secret-test-secret-test-secret-0123456789"),
 		Now:       clk.Now,
 		Logger:    log,
-	}, Deps{Sessions: store, RP: rp, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
+	}, Deps{Sessions: store, RP: rp, Tokens: tok, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
 		return rs.Client.Ping(ctx).Err()
 	}}}})
 	if err != nil {
@@ -150,7 +154,25 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 			tb.Logf("gateway log:\n%s", logBuf.String())
 		}
 	})
-	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, redis: rs, clock: clk, logBuf: logBuf}
+	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, redis: rs, clock: clk, logBuf: logBuf}
+}
+
+// newTokens starts a token service for a gateway at issuer.
+func newTokens(tb testing.TB, rs *redistest.Server, issuer string, now func() time.Time) *tokens.Service {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := tokens.New(ctx, rs.Client, tokens.Config{
+		Issuer: issuer,
+		Secret: []byte("test-secret-test-secret-test-secret-0123456789"),
+		Prefix: rs.Prefix,
+		Now:    now,
+	})
+	if err != nil {
+		tb.Fatalf("tokens.New: %v", err)
+	}
+	tb.Cleanup(func() { tok.Close() })
+	return tok
 }
 
 // advance moves time on for the gateway's clock and for Redis key expiry.

@@ -8,18 +8,21 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/tokens"
 	"github.com/llmgate/llmgate/ui"
 )
 
 const (
 	principalKey = "llmgate.principal"
 	sessionKey   = "llmgate.session"
+	claimsKey    = "llmgate.claims"
 )
 
 // principal is whoever a request is authenticated as.
@@ -31,6 +34,8 @@ type principal struct {
 	Admin   bool
 	// Via is "session" (browser cookie) or "token" (API token).
 	Via string
+	// TokenID is the id of the API token, when Via is "token".
+	TokenID string
 }
 
 // logRequests writes one line per request. It logs the path but never the
@@ -143,6 +148,9 @@ func (s *Server) sessionCookieName() string {
 // is not an error here: the require* middleware decide.
 func (s *Server) loadSession() gin.HandlerFunc {
 	return func(c *gin.Context) {
+		if currentPrincipal(c) != nil {
+			return // already authenticated by an API token
+		}
 		ck, err := c.Request.Cookie(s.sessionCookieName())
 		if err != nil || ck.Value == "" {
 			return
@@ -164,9 +172,52 @@ func (s *Server) loadSession() gin.HandlerFunc {
 	}
 }
 
+// loadToken authenticates JSON API calls that carry an API token
+// (Authorization: Bearer, or x-api-key) with scope "tokens". A bad token is
+// refused outright rather than falling back to the cookie.
+func (s *Server) loadToken() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		raw := bearerToken(c.Request)
+		if raw == "" {
+			return
+		}
+		cl, err := s.tokens.Verify(c.Request.Context(), raw, tokens.ScopeTokens)
+		if err != nil {
+			e := tokenError("verify token", err)
+			if e.Status == http.StatusUnauthorized {
+				c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
+			}
+			s.log.Info("api token refused", "reason", err.Error(), "path", c.Request.URL.Path, "client_ip", c.ClientIP())
+			s.fail(c, e)
+			return
+		}
+		c.Set(claimsKey, cl)
+		c.Set(principalKey, &principal{
+			Email: cl.Email, Name: cl.Name, Subject: cl.Subject,
+			Admin: s.rp.IsAdmin(cl.Email, nil), Via: "token", TokenID: cl.ID,
+		})
+	}
+}
+
+// bearerToken is the credential of an API call: Authorization: Bearer,
+// or x-api-key as Anthropic clients send it.
+func bearerToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return strings.TrimSpace(r.Header.Get("X-Api-Key"))
+}
+
 func currentSession(c *gin.Context) *sessions.Session {
 	if v, ok := c.Get(sessionKey); ok {
 		return v.(*sessions.Session)
+	}
+	return nil
+}
+
+func currentClaims(c *gin.Context) *tokens.Claims {
+	if v, ok := c.Get(claimsKey); ok {
+		return v.(*tokens.Claims)
 	}
 	return nil
 }

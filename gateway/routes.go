@@ -44,9 +44,20 @@ func (s *Server) routes() error {
 	pages.GET("/oauth2/signed_out", s.handleSignedOut)
 	pages.GET("/", s.requireSignIn(), s.handleHome)
 
-	// JSON API: session cookie (+CSRF on writes) or API token.
-	api := r.Group("/api", setFamily(familyAPI), s.loadSession(), s.requireUser(), s.requireCSRF())
+	r.GET("/.well-known/jwks.json", s.handleJWKS)
+
+	// JSON API: API token with scope "tokens", or session cookie (+CSRF on writes).
+	api := r.Group("/api", setFamily(familyAPI), s.loadToken(), s.loadSession(), s.requireUser(), s.requireCSRF())
 	api.GET("/me", s.handleMe)
+	api.POST("/tokens", s.handleCreateToken)
+	api.GET("/tokens", s.handleListTokens)
+	api.GET("/tokens/:id", s.handleGetToken)
+	api.DELETE("/tokens/:id", s.handleRevokeToken)
+	// The OpenResty gateway's names, for teams migrating from it.
+	api.POST("/token/generate", s.handleCreateToken)
+	api.GET("/token/list", s.handleListTokens)
+	api.GET("/token/info", s.handleGetToken)
+	api.POST("/token/revoke", s.handleRevokeToken)
 
 	s.engine = r
 	return nil

@@ -19,6 +19,7 @@ import (
 
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/tokens"
 	"github.com/llmgate/llmgate/ui"
 )
 
@@ -51,6 +52,7 @@ type Check struct {
 type Deps struct {
 	Sessions *sessions.Store
 	RP       *oidc.RelyingParty
+	Tokens   *tokens.Service
 	// Checks are run by /readyz in addition to the relying party's discovery.
 	Checks []Check
 }
@@ -61,6 +63,7 @@ type Server struct {
 	log      *slog.Logger
 	sessions *sessions.Store
 	rp       *oidc.RelyingParty
+	tokens   *tokens.Service
 	checks   []Check
 	pages    *ui.Renderer
 	engine   *gin.Engine
@@ -81,6 +84,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.Secret) < 32 {
 		return nil, errors.New("gateway: Secret must be at least 32 bytes")
 	}
+	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil {
+		return nil, errors.New("gateway: Sessions, RP and Tokens are required")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -99,6 +105,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:      cfg.Logger,
 		sessions: deps.Sessions,
 		rp:       deps.RP,
+		tokens:   deps.Tokens,
 		checks:   deps.Checks,
 		pages:    pages,
 		secure:   cfg.PublicURL.Scheme == "https",

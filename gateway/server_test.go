@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
@@ -55,7 +56,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		t.Errorf("GET /healthz: %d, want 200", p.Status)
 	}
 	p := b.Get(h.url + "/readyz")
-	if p.Status != http.StatusOK || !strings.Contains(p.Body, `"redis":"ok"`) || !strings.Contains(p.Body, `"oidc":"ok"`) {
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, `"redis":"ok"`) || !strings.Contains(p.Body, `"oidc":"ok"`) || !strings.Contains(p.Body, `"tokens":"ok"`) {
 		t.Errorf("GET /readyz: %d %s, want 200 with redis and oidc ok", p.Status, p.Body)
 	}
 	b.Get(h.url + "/api/me") // a 401 to count
@@ -132,7 +133,8 @@ func TestHTTPSPublicURL(t *testing.T) {
 	rs := redistest.Mini(t)
 	pub, _ := url.Parse("https://llm.example.com")
 	gw, err := New(Config{PublicURL: pub, Secret: []byte(strings.Repeat("s", 32))},
-		Deps{Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}), RP: oidc.New(oidc.Config{})})
+		Deps{Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}), RP: oidc.New(oidc.Config{}),
+			Tokens: newTokens(t, rs, pub.String(), time.Now)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -285,9 +285,15 @@ func (rp *RelyingParty) admit(id *Identity, verified any) error {
 	if len(rp.cfg.AllowedGroups) > 0 && !slices.ContainsFunc(id.Groups, func(g string) bool { return slices.Contains(rp.cfg.AllowedGroups, g) }) {
 		return &PolicyError{Reason: "group", Email: id.Email, msg: fmt.Sprintf("%s is in none of the groups allowed to sign in here", id.Email)}
 	}
-	id.Admin = containsFold(rp.cfg.AdminEmails, id.Email) ||
-		slices.ContainsFunc(id.Groups, func(g string) bool { return slices.Contains(rp.cfg.AdminGroups, g) })
+	id.Admin = rp.IsAdmin(id.Email, id.Groups)
 	return nil
+}
+
+// IsAdmin reports whether a person with email and groups is an
+// administrator (LLMGATE_ADMIN_EMAILS or LLMGATE_ADMIN_GROUPS).
+func (rp *RelyingParty) IsAdmin(email string, groups []string) bool {
+	return containsFold(rp.cfg.AdminEmails, email) ||
+		slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(rp.cfg.AdminGroups, g) })
 }
 
 // LogoutURL is the provider's end_session_endpoint with the hint and the

@@ -149,10 +149,24 @@ func TestDev(t *testing.T) {
 	var me struct {
 		Email string `json:"email"`
 		Admin bool   `json:"admin"`
+		CSRF  string `json:"csrf_token"`
 	}
 	p = b.Get(gw + "/api/me")
 	if err := json.Unmarshal([]byte(p.Body), &me); err != nil || me.Email != "alice@example.com" || !me.Admin {
 		t.Errorf("GET /api/me = %s, want alice as admin", p.Body)
+	}
+	// Mint an API token as the README shows, and check it with it.
+	req, _ := http.NewRequest(http.MethodPost, gw+"/api/tokens", strings.NewReader(`{"name":"readme","ttl":"1d"}`))
+	req.Header.Set("X-CSRF-Token", me.CSRF)
+	req.Header.Set("Content-Type", "application/json")
+	p = b.Do(req)
+	var created struct{ Token string }
+	if json.Unmarshal([]byte(p.Body), &created); p.Status != http.StatusCreated || created.Token == "" {
+		t.Fatalf("POST /api/tokens: %d %s, want 201 with a token", p.Status, p.Body)
+	}
+	p = webtest.NewBrowser(t).Get(gw + "/.well-known/jwks.json")
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, `"OKP"`) {
+		t.Errorf("GET /.well-known/jwks.json: %d %s, want an Ed25519 key set", p.Status, p.Body)
 	}
 
 	code, took := s.stop(t)

@@ -10,11 +10,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"time"
 
 	"github.com/llmgate/llmgate/gateway"
 	"github.com/llmgate/llmgate/internal/redisconn"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/tokens"
 )
 
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -54,6 +56,9 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, nil))
 }
 
+// redisStartWait is how long serve waits for Redis at start.
+const redisStartWait = time.Minute
+
 // runGateway wires every part from cfg and serves on ln until ctx ends.
 // `serve` and `dev` both come through here.
 func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Logger) error {
@@ -92,6 +97,28 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		log.Warn("no administrator configured: set LLMGATE_ADMIN_EMAILS or LLMGATE_ADMIN_GROUPS")
 	}
 
+	// Without its signing keys the gateway can do nothing useful: wait a
+	// while for Redis, then fail loudly rather than hang.
+	log.Info("loading signing keys and revocation state from Redis")
+	startCtx, cancelStart := context.WithTimeout(ctx, redisStartWait)
+	defer cancelStart()
+	tok, err := tokens.New(startCtx, rdb, tokens.Config{
+		Issuer:     cfg.PublicURL,
+		Secret:     []byte(cfg.Secret),
+		Rotation:   cfg.KeyRotation,
+		DefaultTTL: cfg.TokenDefaultTTL,
+		MaxTTL:     cfg.TokenMaxTTL,
+		FailOpen:   cfg.Failsafe == "open",
+		Logger:     log,
+	})
+	if err != nil {
+		if errors.Is(err, tokens.ErrWrongSecret) {
+			return fmt.Errorf("%w: the signing keys in Redis were made with another LLMGATE_SECRET; start with that secret (every replica needs the same one)", err)
+		}
+		return fmt.Errorf("start token service (is LLMGATE_REDIS_URL reachable?): %w", err)
+	}
+	defer tok.Close()
+
 	gw, err := gateway.New(gateway.Config{
 		PublicURL:      publicURL,
 		Secret:         []byte(cfg.Secret),
@@ -102,6 +129,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}, gateway.Deps{
 		Sessions: store,
 		RP:       rp,
+		Tokens:   tok,
 		Checks: []gateway.Check{{Name: "redis", Check: func(ctx context.Context) error {
 			return rdb.Ping(ctx).Err()
 		}}},
