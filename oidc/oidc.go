@@ -98,6 +98,10 @@ type RelyingParty struct {
 	verifier   *gooidc.IDTokenVerifier
 	oauth      *oauth2.Config
 	endSession string
+	// logoutVerifier checks the signature (provider JWKS, discovered
+	// algorithms), iss and aud of logout tokens; VerifyLogoutToken checks
+	// their times itself.
+	logoutVerifier *gooidc.IDTokenVerifier
 }
 
 // New returns a relying party for cfg. It does not contact the provider:
@@ -138,6 +142,10 @@ func (rp *RelyingParty) Discover(ctx context.Context) error {
 		return fmt.Errorf("read discovery document of %s: %w", rp.cfg.Issuer, err)
 	}
 	v := p.Verifier(&gooidc.Config{ClientID: rp.cfg.ClientID, Now: rp.cfg.Now})
+	// Logout tokens may lack exp (Back-Channel Logout 1.0 as published does
+	// not require it); VerifyLogoutToken applies its own iat window and exp
+	// check instead of the ID token expiry check.
+	lv := p.Verifier(&gooidc.Config{ClientID: rp.cfg.ClientID, Now: rp.cfg.Now, SkipExpiryCheck: true})
 	oc := &oauth2.Config{
 		ClientID:     rp.cfg.ClientID,
 		ClientSecret: rp.cfg.ClientSecret,
@@ -146,7 +154,7 @@ func (rp *RelyingParty) Discover(ctx context.Context) error {
 		Scopes:       rp.cfg.Scopes,
 	}
 	rp.mu.Lock()
-	rp.provider, rp.verifier, rp.oauth, rp.endSession = p, v, oc, extra.EndSession
+	rp.provider, rp.verifier, rp.oauth, rp.endSession, rp.logoutVerifier = p, v, oc, extra.EndSession, lv
 	rp.mu.Unlock()
 	return nil
 }

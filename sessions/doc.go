@@ -15,13 +15,20 @@
 //	session:HANDLE        JSON Session; Redis TTL = min(IdleTimeout, time to ExpiresAt)
 //	user-sessions:EMAIL   sorted set of handles scored by ExpiresAt (Unix ms)
 //	session-users         set of emails that have an index entry
+//	idp-session:HEX(SHA256(ISS NUL SID))  sorted set of the handles of the
+//	                      sessions created under that identity provider
+//	                      session, scored by ExpiresAt; lives as long as its
+//	                      longest session
 //	login:HEX(SHA256(STATE))  JSON LoginFlow, single use
+//	seen:KIND:HEX(SHA256(ID)) replay marker written by SeenOnce, TTL as asked
 //
 // Every operation touches one key at a time or pipelines independent
 // single-key commands, never MULTI or Lua across keys, so the store works on
-// Redis Cluster. The per-user index is therefore only best-effort consistent
-// with the session keys; the store keeps two promises regardless: a session
-// key is written before its handle enters the index, and a handle leaves the
-// index only when its key is gone or its absolute expiry has passed, so
-// DeleteByEmail reaches every session that can still be used.
+// Redis Cluster. The indexes are therefore only best-effort consistent with
+// the session keys; the store keeps two promises regardless: a session key
+// is written before its handle enters an index, and a handle leaves an index
+// only when its key is gone or its absolute expiry has passed, so
+// DeleteByEmail and DeleteByIDPSession reach every session that can still be
+// used. (Entries of sessions already gone may linger in an idp-session index
+// until it expires; they cost a lookup, never a wrong deletion.)
 package sessions

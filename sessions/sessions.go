@@ -119,7 +119,9 @@ func New(rdb redis.UniversalClient, cfg Config) *Store {
 // it with a fresh random ID (a new one at every login, so a session cannot
 // be fixated), its Handle, CreatedAt, ExpiresAt and LastSeenAt; whatever sess
 // held in those fields is ignored. The email is lower-cased and must not be
-// empty. The session is added to its owner's index.
+// empty. The session is added to its owner's index and, when IDPSessionID is
+// set, to the index of that identity provider session (Issuer, IDPSessionID)
+// that DeleteByIDPSession reads.
 func (s *Store) Create(ctx context.Context, sess Session) (Session, error) {
 	sess.Email = normEmail(sess.Email)
 	if sess.Email == "" {
@@ -157,6 +159,13 @@ func (s *Store) Create(ctx context.Context, sess Session) (Session, error) {
 		p.Do(ctx, "PEXPIRE", idx, life, "NX")
 		p.Do(ctx, "PEXPIRE", idx, life, "GT")
 		p.SAdd(ctx, s.usersKey(), sess.Email)
+		if sess.IDPSessionID != "" {
+			sidx := s.idpSessionKey(sess.Issuer, sess.IDPSessionID)
+			p.ZRemRangeByScore(ctx, sidx, "-inf", s.before(now))
+			p.ZAdd(ctx, sidx, redis.Z{Score: score(sess.ExpiresAt), Member: sess.Handle})
+			p.Do(ctx, "PEXPIRE", sidx, life, "NX")
+			p.Do(ctx, "PEXPIRE", sidx, life, "GT")
+		}
 		return nil
 	})
 	if err != nil {
@@ -248,7 +257,14 @@ func (s *Store) deleteHandle(ctx context.Context, handle string) (Session, error
 		return Session{}, fmt.Errorf("delete session: decode: %w", err)
 	}
 	sess.Handle = handle
-	if err := s.rdb.ZRem(ctx, s.userKey(sess.Email), handle).Err(); err != nil {
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZRem(ctx, s.userKey(sess.Email), handle)
+		if sess.IDPSessionID != "" {
+			p.ZRem(ctx, s.idpSessionKey(sess.Issuer, sess.IDPSessionID), handle)
+		}
+		return nil
+	})
+	if err != nil {
 		return Session{}, fmt.Errorf("delete session: index: %w", err)
 	}
 	return sess, nil

@@ -70,6 +70,12 @@ type Client struct {
 	RedirectURIs []string
 	// PostLogoutRedirectURIs are the URIs end_session may redirect to.
 	PostLogoutRedirectURIs []string
+	// BackChannelLogoutURI, when set, receives OpenID Connect Back-Channel
+	// Logout 1.0 logout tokens (a form POST with the field logout_token)
+	// when a browser session during which someone signed into the client
+	// ends: at end_session, SetDisabled and LogoutUser (not when it merely
+	// expires).
+	BackChannelLogoutURI string
 }
 
 // Config configures a Provider.
@@ -122,6 +128,13 @@ type Provider struct {
 	hook       func(clientID string, user User, claims map[string]any)
 	cookieName string
 
+	// logoutClient delivers back-channel logout tokens.
+	logoutClient *http.Client
+	// foreignKey signs ForeignLogoutToken's tokens; made on first use.
+	foreignOnce sync.Once
+	foreignKey  *rsa.PrivateKey
+	foreignErr  error
+
 	served    chan struct{}
 	closeOnce sync.Once
 	closeErr  error
@@ -165,12 +178,15 @@ func Start(addr string, cfg Config) (*Provider, error) {
 		CodeMethodS256:           true,
 		AuthMethodPost:           true,
 		GrantTypeRefreshToken:    true,
+
+		BackChannelLogoutSupported:        true,
+		BackChannelLogoutSessionSupported: true,
 		SupportedScopes: []string{
 			oidc.ScopeOpenID, oidc.ScopeEmail, oidc.ScopeProfile, ScopeGroups, oidc.ScopeOfflineAccess,
 		},
 		SupportedClaims: []string{
 			"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "azp", "at_hash", "c_hash",
-			"email", "email_verified", "name", "preferred_username", "groups",
+			"email", "email_verified", "name", "preferred_username", "groups", "sid",
 		},
 	}, store, op.WithAllowInsecure())
 	if err != nil {
@@ -186,7 +202,14 @@ func Start(addr string, cfg Config) (*Provider, error) {
 		hook:       cfg.ClaimsHook,
 		cookieName: "llmgate_devidp_" + port,
 		served:     make(chan struct{}),
+		logoutClient: &http.Client{
+			Timeout: logoutDeliveryTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse // a logout is answered, not redirected
+			},
+		},
 	}
+	store.logout = p.deliverLogouts
 	p.srv = &http.Server{
 		Handler:           p.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -250,15 +273,19 @@ func (p *Provider) AddClient(c Client) {
 // SetDisabled disables or enables the user with email (case-insensitive).
 // Disabling signs the user out everywhere: their browser sessions, access
 // tokens and refresh tokens are deleted, so a refresh answers invalid_grant
-// and userinfo refuses; the login page then refuses them. Enabling again lets
-// them sign in but does not bring old tokens back. An unknown email is
-// ignored (and logged).
+// and userinfo refuses; the login page then refuses them. As with
+// LogoutUser, the clients signed into during the ended sessions get their
+// back-channel logout tokens before SetDisabled returns; failed deliveries
+// are logged. Enabling again lets them sign in but does not bring old tokens
+// back. An unknown email is ignored (and logged).
 func (p *Provider) SetDisabled(email string, disabled bool) {
-	if !p.store.setDisabled(email, disabled) {
+	notices, ok := p.store.setDisabled(email, disabled)
+	if !ok {
 		p.log.Warn("devidp: set disabled: no such user", "email", email)
 		return
 	}
 	p.log.Info("devidp: user status changed", "email", email, "disabled", disabled)
+	p.deliverLogouts(context.Background(), notices) // failures are logged
 }
 
 // SignIn signs a person in the way a browser would, for tests: it GETs
@@ -393,6 +420,11 @@ func clientProblems(c Client) []error {
 	for _, raw := range slices.Concat(c.RedirectURIs, c.PostLogoutRedirectURIs) {
 		if u, err := url.Parse(raw); err != nil || !u.IsAbs() {
 			errs = append(errs, fmt.Errorf("redirect URI %q is not an absolute URL", raw))
+		}
+	}
+	if raw := c.BackChannelLogoutURI; raw != "" {
+		if u, err := url.Parse(raw); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Fragment != "" {
+			errs = append(errs, fmt.Errorf("BackChannelLogoutURI %q is not an absolute http(s) URL without a fragment", raw))
 		}
 	}
 	return errs

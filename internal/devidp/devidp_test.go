@@ -54,6 +54,8 @@ func TestDiscovery(t *testing.T) {
 		ResponseTypes          []string `json:"response_types_supported"`
 		ClaimsSupported        []string `json:"claims_supported"`
 		DeviceEndpoint         string   `json:"device_authorization_endpoint"`
+		BackChannelLogout      bool     `json:"backchannel_logout_supported"`
+		BackChannelSession     bool     `json:"backchannel_logout_session_supported"`
 	}
 	resp, body := get(t, http.DefaultClient, iss+"/.well-known/openid-configuration")
 	if resp.StatusCode != http.StatusOK {
@@ -76,6 +78,8 @@ func TestDiscovery(t *testing.T) {
 	want.GrantTypes = []string{"authorization_code", "refresh_token"}
 	want.ResponseTypes = []string{"code"}
 	want.DeviceEndpoint = ""
+	want.BackChannelLogout = true
+	want.BackChannelSession = true
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("discovery document mismatch (-want +got):\n%s", diff)
 	}
@@ -85,7 +89,7 @@ func TestDiscovery(t *testing.T) {
 		want  []string
 	}{
 		{"token_endpoint_auth_methods_supported", got.TokenEndpointAuthMeths, []string{"client_secret_basic", "client_secret_post", "none"}},
-		{"claims_supported", got.ClaimsSupported, []string{"sub", "email", "email_verified", "name", "preferred_username", "groups", "nonce"}},
+		{"claims_supported", got.ClaimsSupported, []string{"sub", "email", "email_verified", "name", "preferred_username", "groups", "nonce", "sid"}},
 	} {
 		for _, w := range c.want {
 			if !slices.Contains(c.list, w) {
@@ -808,6 +812,10 @@ func TestStartConfigErrors(t *testing.T) {
 			{ID: "c", RedirectURIs: []string{"/relative"}},
 			{ID: "c", RedirectURIs: []string{"http://127.0.0.1/cb"}},
 		}}, []string{"Clients[0]: ID is empty", "Clients[0]: RedirectURIs is empty", `Clients[1]: redirect URI "/relative" is not an absolute URL`, `Clients[2].ID "c" repeats Clients[1]`}},
+		{"bad back-channel logout URIs", Config{Clients: []Client{
+			{ID: "a", RedirectURIs: []string{"http://127.0.0.1/cb"}, BackChannelLogoutURI: "/relative"},
+			{ID: "b", RedirectURIs: []string{"http://127.0.0.1/cb"}, BackChannelLogoutURI: "http://127.0.0.1/bcl#frag"},
+		}}, []string{`Clients[0]: BackChannelLogoutURI "/relative"`, `Clients[1]: BackChannelLogoutURI "http://127.0.0.1/bcl#frag"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

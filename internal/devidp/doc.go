@@ -18,10 +18,22 @@
 //
 // ID tokens are RS256-signed with a key generated at Start and carry sub,
 // email, email_verified, name, preferred_username (the email), groups and
-// nonce, depending on the scopes requested (openid, email, profile, groups);
-// refresh tokens are issued only when offline_access is requested, as with
-// Okta, Entra ID, Keycloak or Dex, and rotate on every use. Config.ClaimsHook
-// lets a test forge any claim of the signed ID token.
+// nonce, depending on the scopes requested (openid, email, profile, groups),
+// and sid, the public id of the browser session the person signed in with
+// (the same for every sign-in of that session, and kept by refreshed ID
+// tokens); refresh tokens are issued only when offline_access is requested,
+// as with Okta, Entra ID, Keycloak or Dex, and rotate on every use.
+// Config.ClaimsHook lets a test forge any claim of the signed ID token.
+//
+// Back-channel logout (OpenID Connect Back-Channel Logout 1.0) is advertised
+// in discovery with session support. A client registered with a
+// BackChannelLogoutURI receives a signed logout token (iss, aud, iat, exp,
+// jti, sub, sid, events; typ logout+jwt), form-POSTed as logout_token, for
+// each browser session it was signed into during when that session ends: at
+// end_session, when SetDisabled disables the person, and at LogoutUser. The
+// POSTs happen before those return, so a test can check their effect at
+// once. LogoutToken and ForeignLogoutToken mint such tokens, forged as a
+// test likes, without sending them.
 //
 // This package is for development and tests only: passwords are kept in
 // plain text and the issuer is plain HTTP.

@@ -87,9 +87,11 @@ func (p *Provider) loginPage(w http.ResponseWriter, r *http.Request) {
 		p.renderUnknownRequest(w)
 		return
 	}
-	if sess, ok := p.store.session(sessionFromContext(r.Context())); ok && !mustSignInAgain(req, sess) {
-		p.finishLogin(w, r, req, sess.subject, sess.authTime, "browser session")
-		return
+	if id := sessionFromContext(r.Context()); id != "" {
+		if sess, ok := p.store.session(id); ok && !mustSignInAgain(req, sess) {
+			p.finishLogin(w, r, req, id, "browser session")
+			return
+		}
 	}
 	if req.hasPrompt(oidc.PromptNone) {
 		// op redirects the error to the client's redirect_uri.
@@ -136,22 +138,24 @@ func (p *Provider) loginSubmit(w http.ResponseWriter, r *http.Request) {
 		p.renderLogin(w, http.StatusUnauthorized, view)
 		return
 	}
-	now := time.Now()
+	sessionID := p.store.newSession(subject, time.Now())
 	http.SetCookie(w, &http.Cookie{
 		Name:     p.cookieName,
-		Value:    p.store.newSession(subject, now),
+		Value:    sessionID,
 		Path:     "/",
 		MaxAge:   int(browserSessionTTL.Seconds()),
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
 	})
-	p.finishLogin(w, r, req, subject, now, "password")
+	p.finishLogin(w, r, req, sessionID, "password")
 }
 
-// finishLogin completes req for subject and sends the browser to op's
-// callback, which redirects to the client with the code.
-func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, req *authRequest, subject string, authTime time.Time, how string) {
-	if err := p.store.completeAuthRequest(req.id, subject, authTime); err != nil {
+// finishLogin completes req for the person of the browser session sessionID
+// and sends the browser to op's callback, which redirects to the client with
+// the code.
+func (p *Provider) finishLogin(w http.ResponseWriter, r *http.Request, req *authRequest, sessionID, how string) {
+	subject, err := p.store.completeAuthRequest(req.id, sessionID)
+	if err != nil {
 		p.renderUnknownRequest(w)
 		return
 	}

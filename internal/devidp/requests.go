@@ -37,6 +37,7 @@ type authRequest struct {
 	// Set by the login.
 	subject  string
 	authTime time.Time
+	sid      string // public id of the browser session that signed in
 	done     bool
 }
 
@@ -102,6 +103,7 @@ type refreshTokenRequest struct {
 	scopes   []string
 	amr      []string
 	authTime time.Time
+	sid      string
 }
 
 func (r *refreshTokenRequest) GetAMR() []string                 { return r.amr }

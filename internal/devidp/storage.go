@@ -40,7 +40,11 @@ type storage struct {
 	codes         map[string]authCode
 	accessTokens  map[string]*accessToken
 	refreshTokens map[string]*refreshToken
-	sessions      map[string]*browserSession
+	sessions      map[string]*browserSession // by cookie value
+
+	// logout delivers back-channel logout tokens; set by Start before the
+	// provider serves. It is called without mu held.
+	logout func(ctx context.Context, notices []logoutNotice) error
 }
 
 type userRecord struct {
@@ -73,12 +77,20 @@ type refreshToken struct {
 	authTime time.Time
 	expires  time.Time
 	accessID string
+	sid      string
 }
 
+// browserSession is a person signed in at the provider in one browser. It
+// is stored under its cookie value, which never leaves the provider; sid,
+// its public name, goes into ID tokens and logout tokens.
 type browserSession struct {
 	subject  string
+	sid      string
 	authTime time.Time
 	expires  time.Time
+	// clients are the IDs of the clients signed into during the session,
+	// which back-channel logout notifies when it ends.
+	clients map[string]bool
 }
 
 func newStorage(issuer string, key *rsa.PrivateKey, users []User, clients []Client) *storage {
@@ -119,25 +131,41 @@ func (s *storage) addClient(c Client) {
 	s.clients[c.ID] = c
 }
 
-// setDisabled reports whether a user has that email.
-func (s *storage) setDisabled(email string, disabled bool) bool {
+// setDisabled reports whether a user has that email. Disabling returns the
+// back-channel logouts to deliver for the sessions it ended.
+func (s *storage) setDisabled(email string, disabled bool) ([]logoutNotice, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, ok := s.users[s.emails[strings.ToLower(email)]]
 	if !ok {
-		return false
+		return nil, false
 	}
 	u.disabled = disabled
 	if disabled {
-		s.signOutEverywhereLocked(u.Subject)
+		return s.signOutEverywhereLocked(u.Subject), true
 	}
-	return true
+	return nil, true
 }
 
-func (s *storage) signOutEverywhereLocked(subject string) {
+// signOut ends every session and token of the user with email and returns
+// the back-channel logouts to deliver; ok is false for an unknown email.
+func (s *storage) signOut(email string) (notices []logoutNotice, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[s.emails[strings.ToLower(email)]]
+	if !ok {
+		return nil, false
+	}
+	return s.signOutEverywhereLocked(u.Subject), true
+}
+
+// signOutEverywhereLocked ends the browser sessions of subject and deletes
+// their tokens, returning the back-channel logouts for the sessions ended.
+func (s *storage) signOutEverywhereLocked(subject string) []logoutNotice {
+	var notices []logoutNotice
 	for id, sess := range s.sessions {
 		if sess.subject == subject {
-			delete(s.sessions, id)
+			notices = append(notices, s.endSessionLocked(id)...)
 		}
 	}
 	for id, t := range s.accessTokens {
@@ -150,6 +178,66 @@ func (s *storage) signOutEverywhereLocked(subject string) {
 			delete(s.refreshTokens, id)
 		}
 	}
+	sortNotices(notices)
+	return notices
+}
+
+// endSessionLocked deletes the browser session id and returns a logout for
+// each client signed into during it that has a BackChannelLogoutURI.
+func (s *storage) endSessionLocked(id string) []logoutNotice {
+	sess, ok := s.sessions[id]
+	if !ok {
+		return nil
+	}
+	delete(s.sessions, id)
+	var notices []logoutNotice
+	for clientID := range sess.clients {
+		if c, ok := s.clients[clientID]; ok && c.BackChannelLogoutURI != "" {
+			notices = append(notices, logoutNotice{
+				clientID: clientID,
+				uri:      c.BackChannelLogoutURI,
+				subject:  sess.subject,
+				sid:      sess.sid,
+			})
+		}
+	}
+	sortNotices(notices)
+	return notices
+}
+
+// sessionBySIDLocked returns the cookie value of the live session with the
+// public id sid belonging to subject, or "".
+func (s *storage) sessionBySIDLocked(sid, subject string) string {
+	now := s.now()
+	for id, sess := range s.sessions {
+		if sess.sid == sid && sess.subject == subject && now.Before(sess.expires) {
+			return id
+		}
+	}
+	return ""
+}
+
+// latestSID returns the subject of the user with email and the public id of
+// their most recent live browser session ("" when they have none).
+func (s *storage) latestSID(email string) (subject, sid string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.users[s.emails[strings.ToLower(email)]]
+	if !ok {
+		return "", "", false
+	}
+	now := s.now()
+	var latest *browserSession
+	for _, sess := range s.sessions {
+		if sess.subject == u.Subject && now.Before(sess.expires) &&
+			(latest == nil || sess.authTime.After(latest.authTime)) {
+			latest = sess
+		}
+	}
+	if latest != nil {
+		sid = latest.sid
+	}
+	return u.Subject, sid, true
 }
 
 // user returns a copy of the user with subject.
@@ -192,29 +280,45 @@ func (s *storage) activeUserLocked(subject string) (*userRecord, error) {
 	return u, nil
 }
 
-// completeAuthRequest marks the auth request id as signed in by subject.
-func (s *storage) completeAuthRequest(id, subject string, authTime time.Time) error {
+// completeAuthRequest marks the auth request id as signed in by the person
+// of the browser session sessionID, records the client in that session and
+// returns the person's subject.
+func (s *storage) completeAuthRequest(id, sessionID string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, err := s.authRequestLocked(id)
 	if err != nil {
-		return err
+		return "", err
 	}
-	r.subject = subject
-	r.authTime = authTime
+	sess, ok := s.sessions[sessionID]
+	if !ok || !s.now().Before(sess.expires) {
+		return "", errors.New("browser session ended")
+	}
+	r.subject = sess.subject
+	r.authTime = sess.authTime
+	r.sid = sess.sid
 	r.done = true
-	return nil
+	sess.clients[r.clientID] = true
+	return sess.subject, nil
 }
 
+// newSession starts a browser session and returns its cookie value.
 func (s *storage) newSession(subject string, authTime time.Time) string {
 	id := rand.Text()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sessions[id] = &browserSession{subject: subject, authTime: authTime, expires: s.now().Add(browserSessionTTL)}
+	s.sessions[id] = &browserSession{
+		subject:  subject,
+		sid:      rand.Text(),
+		authTime: authTime,
+		expires:  s.now().Add(browserSessionTTL),
+		clients:  map[string]bool{},
+	}
 	return id
 }
 
-// session returns the live browser session id of an enabled user.
+// session returns the live browser session id of an enabled user, without
+// its clients.
 func (s *storage) session(id string) (browserSession, bool) {
 	if id == "" {
 		return browserSession{}, false
@@ -228,7 +332,9 @@ func (s *storage) session(id string) (browserSession, bool) {
 	if _, err := s.activeUserLocked(sess.subject); err != nil {
 		return browserSession{}, false
 	}
-	return *sess, true
+	c := *sess
+	c.clients = nil
+	return c, true
 }
 
 // sweepLocked forgets everything that has expired.
@@ -372,7 +478,7 @@ func (s *storage) DeleteAuthRequest(ctx context.Context, id string) error {
 }
 
 func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
-	clientID, _, _, err := tokenRequestInfo(req)
+	clientID, _, _, _, err := tokenRequestInfo(req)
 	if err != nil {
 		return "", time.Time{}, err
 	}
@@ -386,7 +492,7 @@ func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (s
 }
 
 func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, currentRefreshToken string) (string, string, time.Time, error) {
-	clientID, authTime, amr, err := tokenRequestInfo(req)
+	clientID, authTime, amr, sid, err := tokenRequestInfo(req)
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
@@ -418,6 +524,7 @@ func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Token
 		authTime: authTime,
 		expires:  now.Add(refreshTokenTTL),
 		accessID: at.id,
+		sid:      sid,
 	}
 	at.refreshToken = rt.token
 	s.refreshTokens[rt.token] = rt
@@ -439,14 +546,14 @@ func (s *storage) newAccessTokenLocked(clientID string, req op.TokenRequest) *ac
 
 // tokenRequestInfo returns what a token needs from the requests this
 // provider supports: the code flow and the refresh grant.
-func tokenRequestInfo(req op.TokenRequest) (clientID string, authTime time.Time, amr []string, err error) {
+func tokenRequestInfo(req op.TokenRequest) (clientID string, authTime time.Time, amr []string, sid string, err error) {
 	switch r := req.(type) {
 	case *authRequest:
-		return r.clientID, r.authTime, r.GetAMR(), nil
+		return r.clientID, r.authTime, r.GetAMR(), r.sid, nil
 	case *refreshTokenRequest:
-		return r.clientID, r.authTime, r.amr, nil
+		return r.clientID, r.authTime, r.amr, r.sid, nil
 	default:
-		return "", time.Time{}, nil, oidc.ErrUnsupportedGrantType().WithDescription("grant not supported by the development provider")
+		return "", time.Time{}, nil, "", oidc.ErrUnsupportedGrantType().WithDescription("grant not supported by the development provider")
 	}
 }
 
@@ -467,6 +574,7 @@ func (s *storage) TokenRequestByRefreshToken(ctx context.Context, token string) 
 		scopes:   slices.Clone(t.scopes),
 		amr:      slices.Clone(t.amr),
 		authTime: t.authTime,
+		sid:      t.sid,
 	}, nil
 }
 
@@ -493,15 +601,23 @@ func (s *storage) terminateLocked(userID, clientID string) {
 
 // TerminateSessionFromRequest ends the browser session of the request
 // (RP-initiated logout) and, when an id_token_hint named the user and client,
-// that user's tokens for that client.
+// that user's tokens for that client. The session is the one of the cookie,
+// or else the one the id_token_hint's sid names. Each client signed into
+// during the session that has a BackChannelLogoutURI gets a logout token
+// before the browser is redirected; a failed delivery is logged.
 func (s *storage) TerminateSessionFromRequest(ctx context.Context, req *op.EndSessionRequest) (string, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if id := sessionFromContext(ctx); id != "" {
-		delete(s.sessions, id)
+	id := sessionFromContext(ctx)
+	if _, ok := s.sessions[id]; !ok && req.IDTokenHintClaims != nil && req.IDTokenHintClaims.SessionID != "" {
+		id = s.sessionBySIDLocked(req.IDTokenHintClaims.SessionID, req.UserID)
 	}
+	notices := s.endSessionLocked(id)
 	if req.UserID != "" && req.ClientID != "" {
 		s.terminateLocked(req.UserID, req.ClientID)
+	}
+	s.mu.Unlock()
+	if len(notices) > 0 && s.logout != nil {
+		s.logout(ctx, notices) // errors are logged by the deliverer
 	}
 	return req.RedirectURI, nil
 }
@@ -590,6 +706,11 @@ func (s *storage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserInf
 		return oidc.ErrInvalidGrant().WithParent(err)
 	}
 	setUserinfo(info, u, scopes)
+	// sid: the browser session the ID token was issued in, for back-channel
+	// logout (only in ID tokens, never in userinfo).
+	if _, _, _, sid, err := tokenRequestInfo(req); err == nil && sid != "" {
+		info.AppendClaims("sid", sid)
+	}
 	return nil
 }
 
