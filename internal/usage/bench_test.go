@@ -1,0 +1,133 @@
+package usage
+
+import (
+	"bytes"
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/demoupstream"
+	"github.com/llmgate/llmgate/internal/redistest"
+)
+
+// BenchmarkMeterSSE meters a long Anthropic stream (1000 content deltas,
+// from the demo upstream) written an event at a time, as a proxy relays a
+// live stream, and in 32 KiB reads, as it relays a fast one.
+//
+//	go test -run '^$' -bench Meter -benchmem ./internal/usage/
+func BenchmarkMeterSSE(b *testing.B) {
+	s := demoupstream.New(demoupstream.Options{NoRecord: true, Chunks: 1000})
+	ct, body := demoCall(b, s, "/v1/messages", `{"model":"claude-sonnet-4-6","max_tokens":8192,"stream":true,"messages":[{"role":"user","content":"Tell me a long story"}]}`)
+	want := meter(b, ct, whole(body))
+	if !want.Found || want.OutputTokens < 1000 {
+		b.Fatalf("the stream reports %+v, want a usage with at least 1000 output tokens", want)
+	}
+	for _, bb := range []struct {
+		name   string
+		chunks [][]byte
+	}{
+		{"events", bytes.SplitAfter(body, []byte("\n\n"))},
+		{"32KiB", chunksOf(body, 32<<10)},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				m := NewMeter(ct)
+				for _, c := range bb.chunks {
+					m.Write(c)
+				}
+				if m.Usage() != want {
+					b.Fatal("wrong usage")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(bb.chunks)), "ns/write")
+		})
+	}
+}
+
+// BenchmarkMeterJSON meters a chat completion and a 300 KB embeddings answer.
+func BenchmarkMeterJSON(b *testing.B) {
+	for _, bb := range []struct{ name, path, body string }{
+		{"chat", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}`},
+		{"embeddings", "/v1/embeddings", `{"model":"text-embedding-3-small","input":["a","b","c","d","e","f","g","h","i","j"],"dimensions":1536}`},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			ct, body := demoCall(b, demoServer, bb.path, bb.body)
+			want := meter(b, ct, whole(body))
+			if !want.Found {
+				b.Fatalf("no usage in %s", body)
+			}
+			chunks := chunksOf(body, 32<<10)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				m := NewMeter(ct)
+				for _, c := range chunks {
+					m.Write(c)
+				}
+				if m.Usage() != want {
+					b.Fatal("wrong usage")
+				}
+			}
+		})
+	}
+}
+
+func chunksOf(b []byte, n int) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		k := min(n, len(b))
+		out = append(out, b[:k])
+		b = b[k:]
+	}
+	return out
+}
+
+// BenchmarkRecord is the cost of Record on the request path (the flusher
+// writes to miniredis meanwhile; what it cannot take is dropped, and
+// counted in drops/op).
+func BenchmarkRecord(b *testing.B) {
+	srv := redistest.Mini(b)
+	r := newRecorder(b, srv, func(c *Config) { c.FlushInterval = 10 * time.Millisecond })
+	rec := Record{Email: "alice@example.com", TokenID: "tok", Model: "claude-sonnet-4-6", Path: "/v1/messages",
+		Status: 200, InputTokens: 1000, OutputTokens: 200, CostUSD: 0.0042, CostKnown: true, Latency: time.Second}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			r.Record(rec)
+		}
+	})
+	b.ReportMetric(float64(r.Dropped())/float64(b.N), "drops/op")
+}
+
+// BenchmarkFlush writes one full batch (256 calls of 16 people, 4 tokens,
+// 2 models) in one pipeline: the Redis work behind 256 requests.
+func BenchmarkFlush(b *testing.B) {
+	servers := map[string]func(testing.TB) *redistest.Server{"miniredis": redistest.Mini, "redis": redistest.Real}
+	for _, name := range []string{"miniredis", "redis"} {
+		b.Run(name, func(b *testing.B) {
+			srv := servers[name](b)
+			r := newRecorder(b, srv, func(c *Config) { c.FlushInterval = time.Hour })
+			batch := make([]Record, batchSize)
+			for i := range batch {
+				batch[i] = Record{Time: base, Email: "user" + strconv.Itoa(i%16) + "@example.com", TokenID: "tok" + strconv.Itoa(i%4),
+					Model: "model" + strconv.Itoa(i%2), Path: "/v1/messages", Status: 200, InputTokens: 1000, OutputTokens: 200,
+					CostUSD: 0.0042, CostKnown: true, Latency: time.Second}
+			}
+			fl := flusher{expireEvery: time.Hour, expired: map[string]time.Time{}}
+			r2 := &Recorder{rdb: r.rdb, cfg: r.cfg, fl: fl}
+			var cmds int
+			b.ReportAllocs()
+			for b.Loop() {
+				c := r2.commands(batch, base)
+				cmds = len(c)
+				if failed, err := r2.exec(context.Background(), c); err != nil {
+					b.Fatalf("exec: %v (%d failed)", err, len(failed))
+				}
+			}
+			b.ReportMetric(float64(cmds), "cmds/batch")
+		})
+	}
+}
