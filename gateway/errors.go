@@ -78,6 +78,9 @@ func familyOf(c *gin.Context) family {
 		return f.(family)
 	}
 	p := c.Request.URL.Path
+	if c.FullPath() == "" && !strings.Contains(c.GetHeader("Accept"), "text/html") {
+		return familyAPI // unrouted, and not a browser: JSON
+	}
 	if strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, "/.well-known/") || strings.HasPrefix(p, "/v1/") ||
 		strings.HasPrefix(p, "/oauth/") || p == "/oauth2/backchannel_logout" || p == "/metrics" {
 		return familyAPI

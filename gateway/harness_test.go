@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
+	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/internal/webtest"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
@@ -38,10 +40,14 @@ func (c *clock) Add(d time.Duration) {
 
 // setup tunes one harness.
 type setup struct {
-	oidc       oidc.Config // policy fields only
-	sessions   sessions.Config
-	claimsHook func(clientID string, u devidp.User, claims map[string]any)
-	users      []devidp.User
+	proxy    ProxyConfig // Upstreams empty: the demo upstream at /v1/
+	upstream demoupstream.Options
+	// upstreamKey is the demo upstream's credential, sent by the gateway.
+	upstreamKey string
+	oidc        oidc.Config // policy fields only
+	sessions    sessions.Config
+	claimsHook  func(clientID string, u devidp.User, claims map[string]any)
+	users       []devidp.User
 }
 
 // harness is a gateway on loopback, signed into by a real OpenID Provider
@@ -53,9 +59,13 @@ type harness struct {
 	gw     *Server
 	store  *sessions.Store
 	tokens *tokens.Service
-	redis  *redistest.Server
-	clock  *clock
-	logBuf *syncBuffer
+	usage  *usage.Recorder
+	// upstream is the demo upstream, routed at /v1/ unless the setup
+	// routes elsewhere.
+	upstream *demoupstream.Server
+	redis    *redistest.Server
+	clock    *clock
+	logBuf   *syncBuffer
 }
 
 type syncBuffer struct {
@@ -132,13 +142,28 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 
 	tok := newTokens(tb, rs, base, clk.Now)
 
+	demo, demoURL, closeDemo, err := demoupstream.Start("127.0.0.1:0", st.upstream)
+	if err != nil {
+		tb.Fatalf("start demo upstream: %v", err)
+	}
+	tb.Cleanup(func() { closeDemo() })
+	pcfg := st.proxy
+	if len(pcfg.Upstreams) == 0 {
+		u, _ := url.Parse(demoURL)
+		pcfg.Upstreams = []Upstream{{Name: "demo", URL: u, Paths: []string{"/v1/"}, APIKey: st.upstreamKey}}
+	}
+	rec := usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix, FlushInterval: 10 * time.Millisecond})
+	tb.Cleanup(func() { rec.Close() })
+
 	pub, _ := url.Parse(base)
 	gw, err := New(Config{
 		PublicURL: pub,
 		Secret:    []byte("test-secret-test-secret-test-secret-0123456789"),
 		Now:       clk.Now,
 		Logger:    log,
-	}, Deps{Sessions: store, RP: rp, Tokens: tok, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
+		Proxy:     pcfg,
+		KeyPrefix: rs.Prefix,
+	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
 		return rs.Client.Ping(ctx).Err()
 	}}}})
 	if err != nil {
@@ -154,7 +179,8 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 			tb.Logf("gateway log:\n%s", logBuf.String())
 		}
 	})
-	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, redis: rs, clock: clk, logBuf: logBuf}
+	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, usage: rec,
+		upstream: demo, redis: rs, clock: clk, logBuf: logBuf}
 }
 
 // newTokens starts a token service for a gateway at issuer.

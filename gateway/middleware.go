@@ -66,9 +66,12 @@ func (s *Server) logRequests() gin.HandlerFunc {
 
 // metrics are the gateway's Prometheus collectors, on a registry of its own.
 type metrics struct {
-	reg      *prometheus.Registry
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	proxied   *prometheus.CounterVec
+	refusals  *prometheus.CounterVec
+	upLatency *prometheus.HistogramVec
 }
 
 func newMetrics(reg *prometheus.Registry) *metrics {
@@ -84,7 +87,20 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"route"}),
 	}
-	reg.MustRegister(m.requests, m.latency,
+	m.proxied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_proxy_requests_total",
+		Help: "Proxied API calls answered, by upstream and status code (refusals have upstream \"\" when unrouted).",
+	}, []string{"upstream", "code"})
+	m.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "llmgate_proxy_refusals_total",
+		Help: "API calls refused before the upstream, by reason code.",
+	}, []string{"reason"})
+	m.upLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "llmgate_proxy_duration_seconds",
+		Help:    "Time from receiving a proxied call to the end of its response body, by upstream.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+	}, []string{"upstream"})
+	reg.MustRegister(m.requests, m.latency, m.proxied, m.refusals, m.upLatency,
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -53,6 +53,9 @@ func (s *Server) routes() error {
 	api.GET("/tokens", s.handleListTokens)
 	api.GET("/tokens/:id", s.handleGetToken)
 	api.DELETE("/tokens/:id", s.handleRevokeToken)
+	api.GET("/tokens/:id/usage", s.handleTokenUsage)
+	api.GET("/usage", s.handleUsage)
+	api.GET("/requests", s.handleRequests)
 	// The OpenResty gateway's names, for teams migrating from it.
 	api.POST("/token/generate", s.handleCreateToken)
 	api.GET("/token/list", s.handleListTokens)

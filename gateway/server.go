@@ -15,8 +15,11 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/tokens"
@@ -37,8 +40,13 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Version is shown by /healthz.
 	Version string
-	Now     func() time.Time
-	Logger  *slog.Logger
+	// Proxy configures the proxied API.
+	Proxy ProxyConfig
+	// KeyPrefix starts the gateway's own Redis keys (rate limits);
+	// default "llmgate:".
+	KeyPrefix string
+	Now       func() time.Time
+	Logger    *slog.Logger
 }
 
 // Check is one readiness condition reported by /readyz.
@@ -53,6 +61,10 @@ type Deps struct {
 	Sessions *sessions.Store
 	RP       *oidc.RelyingParty
 	Tokens   *tokens.Service
+	// Usage records proxied calls.
+	Usage *usage.Recorder
+	// Redis backs rate limits.
+	Redis redis.UniversalClient
 	// Checks are run by /readyz in addition to the relying party's discovery.
 	Checks []Check
 }
@@ -74,6 +86,14 @@ type Server struct {
 
 	metrics  *metrics
 	draining atomic.Bool
+
+	// The proxied API.
+	proxyCfg      ProxyConfig
+	proxyRoutes   []route
+	strip         []string // identity headers removed from every proxied request
+	usage         *usage.Recorder
+	limiter       *redis_rate.Limiter
+	rateKeyPrefix string
 }
 
 // New builds the gateway and its routes.
@@ -84,8 +104,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.Secret) < 32 {
 		return nil, errors.New("gateway: Secret must be at least 32 bytes")
 	}
-	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil {
-		return nil, errors.New("gateway: Sessions, RP and Tokens are required")
+	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Redis == nil {
+		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage and Redis are required")
+	}
+	if cfg.KeyPrefix == "" {
+		cfg.KeyPrefix = "llmgate:"
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -112,8 +135,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		csrfKey:  deriveKey(cfg.Secret, "llmgate csrf v1"),
 		stateKey: deriveKey(cfg.Secret, "llmgate login state v1"),
 		metrics:  newMetrics(prometheus.NewRegistry()),
+		usage:    deps.Usage,
+		limiter:  redis_rate.NewLimiter(deps.Redis),
 	}
+	s.rateKeyPrefix = cfg.KeyPrefix + "rate:"
 	if err := s.routes(); err != nil {
+		return nil, err
+	}
+	if err := s.newProxy(cfg.Proxy); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -128,15 +157,16 @@ func deriveKey(secret []byte, purpose string) []byte {
 	return k
 }
 
-// Handler is the gateway's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.engine }
+// Handler is the gateway's HTTP handler: proxied API paths take a lean
+// path of their own, everything else goes through the router.
+func (s *Server) Handler() http.Handler { return s }
 
 // Serve answers on ln until ctx ends, then stops taking new connections,
 // reports not-ready, and lets requests in flight finish within the grace
 // period before closing what is left.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
-		Handler:           s.engine,
+		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    1 << 20,

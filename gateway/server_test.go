@@ -11,6 +11,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
+	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 )
@@ -93,16 +94,22 @@ func TestErrorsAndHeaders(t *testing.T) {
 	b := newBrowser(t)
 	tests := []struct {
 		path        string
+		accept      string
 		status      int
 		contentType string
 		contains    string
 	}{
-		{"/api/me", http.StatusUnauthorized, "application/json", `"type":"authentication_error"`},
-		{"/api/nope", http.StatusNotFound, "application/json", `"code":"not_found"`},
-		{"/no/such/page", http.StatusNotFound, "text/html", "Page not found"},
+		{"/api/me", "", http.StatusUnauthorized, "application/json", `"type":"authentication_error"`},
+		{"/api/nope", "text/html", http.StatusNotFound, "application/json", `"code":"not_found"`},
+		{"/no/such/page", "text/html,application/xhtml+xml", http.StatusNotFound, "text/html", "Page not found"},
+		{"/no/such/route", "", http.StatusNotFound, "application/json", `"code":"not_found"`},
 	}
 	for _, tt := range tests {
-		p := b.Get(h.url + tt.path)
+		req, _ := http.NewRequest(http.MethodGet, h.url+tt.path, nil)
+		if tt.accept != "" {
+			req.Header.Set("Accept", tt.accept)
+		}
+		p := b.Do(req)
 		if p.Status != tt.status || !strings.HasPrefix(p.Header.Get("Content-Type"), tt.contentType) || !strings.Contains(p.Body, tt.contains) {
 			t.Errorf("GET %s: %d %s %q, want %d %s containing %s", tt.path, p.Status, p.Header.Get("Content-Type"), p.Body, tt.status, tt.contentType, tt.contains)
 		}
@@ -134,7 +141,8 @@ func TestHTTPSPublicURL(t *testing.T) {
 	pub, _ := url.Parse("https://llm.example.com")
 	gw, err := New(Config{PublicURL: pub, Secret: []byte(strings.Repeat("s", 32))},
 		Deps{Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}), RP: oidc.New(oidc.Config{}),
-			Tokens: newTokens(t, rs, pub.String(), time.Now)})
+			Tokens: newTokens(t, rs, pub.String(), time.Now), Redis: rs.Client,
+			Usage: usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func main() {
 	os.Exit(code)
 }
 
-const usage = `llmgate — SSO and API tokens in front of your LLM proxy.
+const usageText = `llmgate — SSO and API tokens in front of your LLM proxy.
 
 Usage:
   llmgate <command> [flags]
@@ -48,7 +48,7 @@ Examples:
 // run dispatches a command and returns its exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText)
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
@@ -64,10 +64,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText)
 		return exitOK
 	default:
-		fmt.Fprintf(stderr, "llmgate: unknown command %q\n\n%s", cmd, usage)
+		fmt.Fprintf(stderr, "llmgate: unknown command %q\n\n%s", cmd, usageText)
 		return exitUsage
 	}
 }

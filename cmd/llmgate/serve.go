@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmgate/llmgate/gateway"
 	"github.com/llmgate/llmgate/internal/redisconn"
+	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/tokens"
@@ -119,6 +120,13 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}
 	defer tok.Close()
 
+	upstreams, err := upstreamsOf(cfg)
+	if err != nil {
+		return err
+	}
+	rec := usage.NewRecorder(rdb, usage.Config{Retention: cfg.UsageRetention, Logger: log})
+	defer rec.Close()
+
 	gw, err := gateway.New(gateway.Config{
 		PublicURL:      publicURL,
 		Secret:         []byte(cfg.Secret),
@@ -126,10 +134,21 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		ShutdownGrace:  cfg.ShutdownGrace,
 		Version:        version,
 		Logger:         log,
+		Proxy: gateway.ProxyConfig{
+			Upstreams:       upstreams,
+			IdentityHeaders: cfg.IdentityHeaders,
+			InjectUser:      cfg.InjectUser,
+			MaxBody:         cfg.MaxBody,
+			FailOpen:        cfg.Failsafe == "open",
+			UserRPM:         cfg.UserRPM,
+			CostHeader:      cfg.CostHeader,
+		},
 	}, gateway.Deps{
 		Sessions: store,
 		RP:       rp,
 		Tokens:   tok,
+		Usage:    rec,
+		Redis:    rdb,
 		Checks: []gateway.Check{{Name: "redis", Check: func(ctx context.Context) error {
 			return rdb.Ping(ctx).Err()
 		}}},
@@ -139,4 +158,24 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}
 	log.Info("llmgate listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "version", version)
 	return gw.Serve(ctx, ln)
+}
+
+// upstreamsOf is LLMGATE_UPSTREAM_URL at /v1/, or the YAML upstreams.
+func upstreamsOf(cfg *Config) ([]gateway.Upstream, error) {
+	if len(cfg.Upstreams) == 0 {
+		u, err := url.Parse(cfg.UpstreamURL)
+		if err != nil {
+			return nil, fmt.Errorf("LLMGATE_UPSTREAM_URL: %w", err)
+		}
+		return []gateway.Upstream{{Name: "default", URL: u, APIKey: cfg.UpstreamAPIKey, Paths: []string{"/v1/"}}}, nil
+	}
+	out := make([]gateway.Upstream, 0, len(cfg.Upstreams))
+	for _, up := range cfg.Upstreams {
+		u, err := url.Parse(up.URL)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: url: %w", up.Name, err)
+		}
+		out = append(out, gateway.Upstream{Name: up.Name, URL: u, APIKey: up.APIKey, Paths: up.Paths, StripPrefix: up.StripPrefix})
+	}
+	return out, nil
 }

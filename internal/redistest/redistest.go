@@ -11,7 +11,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -106,4 +108,75 @@ func prefix() string {
 	b := make([]byte, 6)
 	rand.Read(b)
 	return "test:" + hex.EncodeToString(b) + ":"
+}
+
+// Process starts a private redis-server for tb, one it may stop and start
+// again (outage tests). It needs the redis-server binary: without it the
+// test is skipped, or failed under LLMGATE_TEST_REQUIRE_REDIS=1.
+func Process(tb testing.TB) *Proc {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("LLMGATE_TEST_REQUIRE_REDIS") == "1" {
+			tb.Fatal("LLMGATE_TEST_REQUIRE_REDIS=1 but redis-server is not on PATH: install it (apt-get install redis-server)")
+		}
+		tb.Skip("redis-server is not installed: install it to run this outage test against a real server")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	p := &Proc{tb: tb, bin: bin, dir: tb.TempDir(), Addr: addr}
+	p.Start()
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	p.Server = &Server{Client: c, Prefix: prefix(), Addr: addr}
+	tb.Cleanup(func() {
+		c.Close()
+		p.Stop()
+	})
+	return p
+}
+
+// Proc is a redis-server process of one test.
+type Proc struct {
+	*Server
+	tb   testing.TB
+	bin  string
+	dir  string
+	Addr string
+	cmd  *exec.Cmd
+}
+
+// Start starts the server (again), with append-only persistence in the
+// test's directory so data survives a Stop, and waits until it answers.
+func (p *Proc) Start() {
+	p.tb.Helper()
+	_, port, _ := net.SplitHostPort(p.Addr)
+	p.cmd = exec.Command(p.bin, "--port", port, "--bind", "127.0.0.1", "--dir", p.dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always")
+	if err := p.cmd.Start(); err != nil {
+		p.tb.Fatalf("start redis-server: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", p.Addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.tb.Fatalf("redis-server on %s did not start listening within 5 s", p.Addr)
+}
+
+// Stop kills the server and waits for it to exit.
+func (p *Proc) Stop() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.cmd = nil
 }

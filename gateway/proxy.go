@@ -1,0 +1,499 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/tokens"
+)
+
+// Upstream is one LLM server the gateway forwards to.
+type Upstream struct {
+	Name string
+	URL  *url.URL
+	// APIKey replaces the caller's token upstream (LiteLLM virtual key,
+	// provider key); empty sends no credential.
+	APIKey string
+	// Paths are the path prefixes routed here; the longest match wins.
+	Paths []string
+	// StripPrefix is removed from the path before forwarding.
+	StripPrefix string
+}
+
+// ProxyConfig configures the proxied API (SPEC §4).
+type ProxyConfig struct {
+	Upstreams []Upstream
+	// IdentityHeaders carry the caller's email upstream.
+	IdentityHeaders []string
+	// InjectUser also writes the email into JSON bodies.
+	InjectUser bool
+	// MaxBody is the largest request body accepted (413 above).
+	MaxBody int64
+	// FailOpen lets verified tokens through while Redis is down
+	// (LLMGATE_FAILSAFE=open); otherwise API calls get 503.
+	FailOpen bool
+	// UserRPM is the default requests per minute per person; 0 is off.
+	UserRPM int
+	// CostHeader is the upstream response header holding the cost in USD.
+	CostHeader string
+	// HeaderTimeout is how long the upstream may take to send response
+	// headers (504 after). Streams are not cut once headers arrived.
+	HeaderTimeout time.Duration
+	// IdleConnTimeout closes idle upstream connections; keep it below the
+	// upstream's own keep-alive timeout (uvicorn's is 5 s).
+	IdleConnTimeout time.Duration
+}
+
+// route is one path prefix and the upstream it goes to.
+type route struct {
+	prefix string
+	up     *upstream
+}
+
+// upstream is an Upstream with its reverse proxy.
+type upstream struct {
+	Upstream
+	rp *httputil.ReverseProxy
+}
+
+// identityHeaders are removed from every proxied request, whatever the
+// configuration: headers some upstream or proxy reads as "who is calling".
+var identityHeaders = []string{
+	"X-Forwarded-Email", "X-Forwarded-User", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+	"X-Forwarded-Access-Token", "X-Remote-User", "Remote-User", "X-Remote-Email", "X-User", "X-Email",
+	"X-Litellm-End-User-Id", "X-Openwebui-User-Email",
+}
+
+// identityPrefixes are header prefixes removed the same way.
+var identityPrefixes = []string{"X-Auth-Request-", "X-Llmgate-"}
+
+// newProxy builds the routes and reverse proxies of cfg.
+func (s *Server) newProxy(cfg ProxyConfig) error {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 32 << 20
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 10 * time.Minute
+	}
+	if cfg.IdleConnTimeout <= 0 {
+		cfg.IdleConnTimeout = 4 * time.Second
+	}
+	if len(cfg.IdentityHeaders) == 0 {
+		cfg.IdentityHeaders = []string{"X-LLMGate-User-Email"}
+	}
+	for i, h := range cfg.IdentityHeaders {
+		cfg.IdentityHeaders[i] = http.CanonicalHeaderKey(h)
+	}
+	s.proxyCfg = cfg
+	s.strip = append(append([]string{}, identityHeaders...), cfg.IdentityHeaders...)
+
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.MaxIdleConns = 2048
+	transport.MaxIdleConnsPerHost = 512
+	transport.IdleConnTimeout = cfg.IdleConnTimeout
+	transport.ResponseHeaderTimeout = cfg.HeaderTimeout
+	transport.ForceAttemptHTTP2 = true
+	transport.DisableCompression = true // pass the client's Accept-Encoding through untouched
+	transport.Proxy = nil               // the upstream is reached directly, never through HTTP_PROXY
+
+	for _, u := range cfg.Upstreams {
+		if u.URL == nil {
+			return fmt.Errorf("upstream %q has no URL", u.Name)
+		}
+		up := &upstream{Upstream: u}
+		up.rp = &httputil.ReverseProxy{
+			Rewrite:        func(pr *httputil.ProxyRequest) { s.rewrite(pr, up) },
+			Transport:      transport,
+			BufferPool:     bufferPool{},
+			ModifyResponse: s.modifyResponse,
+			ErrorHandler:   s.proxyError,
+		}
+		for _, p := range u.Paths {
+			s.proxyRoutes = append(s.proxyRoutes, route{prefix: p, up: up})
+		}
+	}
+	slices.SortStableFunc(s.proxyRoutes, func(a, b route) int { return len(b.prefix) - len(a.prefix) })
+	return nil
+}
+
+// match returns the upstream for path, or nil.
+func (s *Server) match(path string) *upstream {
+	for _, r := range s.proxyRoutes {
+		if strings.HasPrefix(path, r.prefix) {
+			return r.up
+		}
+	}
+	return nil
+}
+
+// ServeHTTP sends proxied paths down the lean proxy path and everything
+// else to the gateway's own routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if up := s.match(r.URL.Path); up != nil {
+		s.proxy(w, r, up)
+		return
+	}
+	s.engine.ServeHTTP(w, r)
+}
+
+// call is the per-request state of a proxied call, carried in the
+// request's context from the handler to ModifyResponse and the error
+// handler.
+type call struct {
+	start     time.Time
+	claims    *tokens.Claims
+	up        *upstream
+	anthropic bool   // the Anthropic API family (refusal shapes, credential header)
+	viaAPIKey bool   // the caller sent x-api-key rather than Authorization
+	model     string // the requested model, when read
+	clientIP  string
+	status    int
+}
+
+type callKey struct{}
+
+// anthropicPath reports whether path belongs to the Anthropic API family
+// (also behind an upstream's path prefix, e.g. /anthropic/v1/messages).
+func anthropicPath(path string) bool {
+	return strings.Contains(path, "/v1/messages")
+}
+
+// proxy verifies and forwards one API call (SPEC §4).
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
+	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path)}
+	s.securityHeadersAPI(w)
+
+	if !s.proxyCfg.FailOpen && !s.tokens.Healthy() {
+		w.Header().Set("Retry-After", "5")
+		s.refuse(w, r, c, http.StatusServiceUnavailable, "overloaded_error", "store_unavailable",
+			"the gateway cannot reach its store; try again shortly", "store unavailable")
+		return
+	}
+	raw := r.Header.Get("Authorization")
+	if len(raw) > 7 && strings.EqualFold(raw[:7], "bearer ") {
+		raw = strings.TrimSpace(raw[7:])
+	} else if k := r.Header.Get("X-Api-Key"); k != "" {
+		raw, c.viaAPIKey = strings.TrimSpace(k), true
+	} else {
+		raw = ""
+	}
+	if raw == "" {
+		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "missing_token",
+			fmt.Sprintf("no API token: send it as Authorization: Bearer or x-api-key; create one at %s", s.cfg.PublicURL), "missing token")
+		return
+	}
+	cl, err := s.tokens.Verify(r.Context(), raw, tokens.ScopeLLM)
+	if err != nil {
+		e := tokenError("verify token", err)
+		s.refuse(w, r, c, e.Status, errorType(e.Status), e.Code, e.Message, err.Error())
+		return
+	}
+	c.claims = cl
+	c.clientIP = s.clientIP(r)
+	if len(cl.CIDRs) > 0 {
+		addr, err := netip.ParseAddr(c.clientIP)
+		if err != nil || !cl.AllowsAddr(addr.Unmap()) {
+			s.refuse(w, r, c, http.StatusForbidden, "permission_error", "address_not_allowed",
+				fmt.Sprintf("this token may only be used from %s; this request came from %s", strings.Join(cl.CIDRs, ", "), c.clientIP), "cidr")
+			return
+		}
+	}
+
+	body, ok := s.readBody(w, r, c)
+	if !ok {
+		return
+	}
+	if len(cl.Models) > 0 || s.proxyCfg.InjectUser {
+		c.model, _ = topLevelString(body, "model")
+	}
+	if len(cl.Models) > 0 && c.model != "" && !cl.AllowsModel(c.model) {
+		status, typ := http.StatusForbidden, "permission_error"
+		if c.anthropic {
+			// Claude Code shows 400 invalid_request_error as a model choice problem.
+			status, typ = http.StatusBadRequest, "invalid_request_error"
+		}
+		s.refuse(w, r, c, status, typ, "model_not_allowed",
+			fmt.Sprintf("this token may not use model %q; allowed: %s", c.model, strings.Join(cl.Models, ", ")), "model not allowed")
+		return
+	}
+	if !s.checkLimits(w, r, c) {
+		return
+	}
+	if s.proxyCfg.InjectUser && len(body) > 0 {
+		body = injectUser(body, cl.Email, c.anthropic)
+	}
+	if body != nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		r.ContentLength = int64(len(body))
+	}
+	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	up.rp.ServeHTTP(w, r)
+}
+
+// readBody reads the request body once, within MaxBody, so that it can be
+// replayed if a pooled upstream connection turns out to be dead.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) ([]byte, bool) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, true
+	}
+	max := s.proxyCfg.MaxBody
+	if r.ContentLength > max {
+		s.tooLarge(w, r, c)
+		return nil, false
+	}
+	var buf []byte
+	if r.ContentLength > 0 {
+		buf = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
+				"the request body ended early", "body read: "+err.Error())
+			return nil, false
+		}
+		return buf, true
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
+			"the request body could not be read", "body read: "+err.Error())
+		return nil, false
+	}
+	if int64(len(buf)) > max {
+		s.tooLarge(w, r, c)
+		return nil, false
+	}
+	return buf, true
+}
+
+func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, c *call) {
+	w.Header().Set("Connection", "close")
+	s.refuse(w, r, c, http.StatusRequestEntityTooLarge, "request_too_large", "body_too_large",
+		fmt.Sprintf("the request body is larger than the gateway's limit of %d MiB (LLMGATE_MAX_BODY)", s.proxyCfg.MaxBody>>20), "body too large")
+}
+
+// rewrite turns the caller's request into the upstream's: the caller's
+// credentials and every identity header it sent go; ours come in.
+func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
+	c, _ := pr.In.Context().Value(callKey{}).(*call)
+	out := pr.Out
+	if up.StripPrefix != "" {
+		out.URL.Path = strings.TrimPrefix(out.URL.Path, up.StripPrefix)
+		out.URL.RawPath = ""
+		if !strings.HasPrefix(out.URL.Path, "/") {
+			out.URL.Path = "/" + out.URL.Path
+		}
+	}
+	pr.SetURL(up.URL)
+	out.Host = up.URL.Host
+
+	h := out.Header
+	h.Del("Authorization")
+	h.Del("X-Api-Key")
+	h.Del("Proxy-Authorization")
+	h.Del("Cookie")
+	for _, name := range s.strip {
+		h.Del(name)
+	}
+	for name := range h {
+		for _, p := range identityPrefixes {
+			if strings.HasPrefix(name, p) {
+				delete(h, name)
+			}
+		}
+	}
+
+	// X-Forwarded-*: the chain the caller claims is kept only when its
+	// peer is a trusted proxy.
+	if c != nil && s.trusted(pr.In) {
+		pr.SetXForwarded()
+	} else {
+		if c != nil {
+			h.Set("X-Forwarded-For", c.clientIP)
+		}
+		h.Set("X-Forwarded-Host", pr.In.Host)
+		if pr.In.TLS != nil {
+			h.Set("X-Forwarded-Proto", "https")
+		} else {
+			h.Set("X-Forwarded-Proto", "http")
+		}
+	}
+	// The body is in memory (GetBody), so the transport may send it again
+	// when a pooled connection turns out to be dead — which net/http does
+	// for a POST only when it is marked idempotent. A nil value marks it
+	// without sending the header.
+	if _, ok := h["Idempotency-Key"]; !ok {
+		if _, ok := h["X-Idempotency-Key"]; !ok {
+			h["Idempotency-Key"] = nil
+		}
+	}
+	// Responses are metered as they pass: ask for them uncompressed (the
+	// upstream is a neighbour; the bytes saved would cost the metering).
+	h.Del("Accept-Encoding")
+	if c != nil {
+		h["X-Real-Ip"] = []string{c.clientIP}
+	}
+	if c != nil && c.claims != nil {
+		for _, name := range s.proxyCfg.IdentityHeaders {
+			h[name] = []string{c.claims.Email}
+		}
+		h["X-Llmgate-User-Sub"] = []string{c.claims.Subject}
+		h["X-Llmgate-Token-Id"] = []string{c.claims.ID}
+	}
+	if up.APIKey != "" {
+		if c != nil && c.viaAPIKey {
+			h["X-Api-Key"] = []string{up.APIKey}
+		} else {
+			h["Authorization"] = []string{"Bearer " + up.APIKey}
+		}
+	}
+}
+
+// modifyResponse tees the response body into the usage meter and records
+// the call when the body ends. Bytes reach the client as they come.
+func (s *Server) modifyResponse(resp *http.Response) error {
+	c, _ := resp.Request.Context().Value(callKey{}).(*call)
+	if c == nil {
+		return nil
+	}
+	c.status = resp.StatusCode
+	if resp.StatusCode == http.StatusOK && len(c.claims.Models) > 0 &&
+		resp.Request.Method == http.MethodGet && strings.HasSuffix(resp.Request.URL.Path, "/models") {
+		filterModels(resp, c.claims)
+	}
+	meter := usage.NewMeter(resp.Header.Get("Content-Type"))
+	cost, costKnown := 0.0, false
+	if s.proxyCfg.CostHeader != "" {
+		if v := resp.Header.Get(s.proxyCfg.CostHeader); v != "" {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
+				cost, costKnown = f, true
+			}
+		}
+	}
+	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	resp.Body = &meteredBody{ReadCloser: resp.Body, meter: meter, sse: sse, anthropic: c.anthropic, done: func(streamErr error) {
+		u := meter.Usage()
+		model := u.Model
+		if model == "" {
+			model = c.model
+		}
+		s.usage.Record(usage.Record{
+			Time: c.start, Email: c.claims.Email, TokenID: c.claims.ID, Model: model, Path: resp.Request.URL.Path,
+			Status: c.status, InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+			CostUSD: cost, CostKnown: costKnown, Latency: time.Since(c.start),
+		})
+		s.metrics.proxied.WithLabelValues(c.up.Name, strconv.Itoa(c.status)).Inc()
+		s.metrics.upLatency.WithLabelValues(c.up.Name).Observe(time.Since(c.start).Seconds())
+		if streamErr != nil {
+			s.log.Warn("upstream stream failed", "upstream", c.up.Name, "user", c.claims.Email, "err", streamErr)
+		}
+		s.log.Info("api call", "method", resp.Request.Method, "path", resp.Request.URL.Path, "status", c.status,
+			"upstream", c.up.Name, "model", model, "user", c.claims.Email, "token_id", c.claims.ID,
+			"input_tokens", u.InputTokens, "output_tokens", u.OutputTokens,
+			"duration_ms", float64(time.Since(c.start).Microseconds())/1000, "client_ip", c.clientIP)
+	}}
+	return nil
+}
+
+// meteredBody feeds the meter as the client reads, and ends an SSE stream
+// whose upstream failed with an error event of the API family instead of
+// a cut connection.
+type meteredBody struct {
+	io.ReadCloser
+	meter     *usage.Meter
+	sse       bool
+	anthropic bool
+	done      func(streamErr error)
+	once      sync.Once
+	tail      *bytes.Reader
+}
+
+func (b *meteredBody) Read(p []byte) (int, error) {
+	if b.tail != nil {
+		n, err := b.tail.Read(p)
+		if err == io.EOF {
+			b.finish(nil)
+		}
+		return n, err
+	}
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.meter.Write(p[:n])
+	}
+	switch {
+	case err == io.EOF:
+		b.finish(nil)
+	case err != nil && b.sse && !errors.Is(err, context.Canceled):
+		b.finish(err)
+		b.tail = bytes.NewReader(streamErrorEvent(b.anthropic))
+		return n, nil
+	case err != nil:
+		b.finish(err)
+	}
+	return n, err
+}
+
+func (b *meteredBody) Close() error {
+	b.finish(nil)
+	return b.ReadCloser.Close()
+}
+
+func (b *meteredBody) finish(err error) { b.once.Do(func() { b.done(err) }) }
+
+// streamErrorEvent is the last event of a stream whose upstream failed.
+func streamErrorEvent(anthropic bool) []byte {
+	if anthropic {
+		return []byte("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the upstream connection failed mid-stream; retry the request\"}}\n\n")
+	}
+	return []byte("\n\ndata: {\"error\":{\"message\":\"the upstream connection failed mid-stream; retry the request\",\"type\":\"api_error\",\"code\":\"upstream_stream_error\"}}\n\ndata: [DONE]\n\n")
+}
+
+// proxyError answers when the upstream could not be reached or did not
+// send headers in time.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	c, _ := r.Context().Value(callKey{}).(*call)
+	if c == nil {
+		c = &call{start: time.Now(), anthropic: anthropicPath(r.URL.Path)}
+	}
+	if errors.Is(r.Context().Err(), context.Canceled) {
+		// The client went away; nobody is listening.
+		c.status = 499
+		s.logCall(r, c, "client closed the request")
+		return
+	}
+	status, msg := http.StatusBadGateway, "the upstream could not be reached"
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		status, msg = http.StatusGatewayTimeout, "the upstream did not answer in time"
+	}
+	s.log.Warn("upstream failed", "upstream", c.upName(), "path", r.URL.Path, "err", err)
+	s.refuse(w, r, c, status, "api_error", "upstream_error", msg, err.Error())
+}
+
+func (c *call) upName() string {
+	if c.up == nil {
+		return ""
+	}
+	return c.up.Name
+}
+
+// bufferPool reuses the 32 KiB copy buffers of the reverse proxy.
+type bufferPool struct{}
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(copyBuffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }

@@ -1,0 +1,251 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/llmgate/llmgate/internal/demoupstream"
+	"github.com/llmgate/llmgate/internal/redistest"
+	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/oidc"
+	"github.com/llmgate/llmgate/sessions"
+	"github.com/llmgate/llmgate/tokens"
+)
+
+// The proxy benchmarks compare llmgate's handler with a bare
+// httputil.ReverseProxy (same tuned Transport, same demo upstream on
+// loopback), both called in-process through ServeHTTP so that the
+// difference is what the gateway adds: verification (a cache hit for a
+// seen token), reading the body for replay, header rewriting, metering,
+// usage recording, metrics and the per-call log line (JSON, discarded).
+//
+//	go test -run '^$' -bench 'Proxy' -benchmem -count 8 ./gateway > new.txt
+//	benchstat -col /proxy new.txt
+//
+// Whole-process load (wrk, RSS per idle stream, Redis commands) is in
+// bench/.
+
+// benchGateway is a gateway in front of the demo upstream, with a minted
+// token and a bare ReverseProxy to the same upstream.
+type benchGateway struct {
+	gw    *Server
+	bare  *httputil.ReverseProxy
+	token string
+}
+
+func newBenchGateway(b *testing.B) *benchGateway {
+	b.Helper()
+	rs := redistest.Mini(b)
+	const base = "http://127.0.0.1:8080"
+	tok := newTokens(b, rs, base, time.Now)
+	_, upURL, closeUp, err := demoupstream.Start("127.0.0.1:0", demoupstream.Options{NoRecord: true})
+	if err != nil {
+		b.Fatalf("start demo upstream: %v", err)
+	}
+	b.Cleanup(func() { closeUp() })
+	u, _ := url.Parse(upURL)
+	rec := usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix})
+	b.Cleanup(func() { rec.Close() })
+	pub, _ := url.Parse(base)
+	gw, err := New(Config{
+		PublicURL: pub,
+		Secret:    []byte("test-secret-test-secret-test-secret-0123456789"),
+		// Production logs JSON at Info: one line per call. Discarding it
+		// keeps the formatting cost and drops only the write.
+		Logger:    slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		KeyPrefix: rs.Prefix,
+		Proxy: ProxyConfig{Upstreams: []Upstream{{Name: "demo", URL: u, Paths: []string{"/v1/"}, APIKey: "sk-upstream"}},
+			CostHeader: "x-litellm-response-cost"},
+	}, Deps{
+		Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}),
+		RP: oidc.New(oidc.Config{Issuer: "http://127.0.0.1:1", ClientID: "llmgate", ClientSecret: "x",
+			RedirectURL: base + "/oauth2/callback", Scopes: []string{"openid"}}),
+		Tokens: tok,
+		Usage:  rec,
+		Redis:  rs.Client,
+	})
+	if err != nil {
+		b.Fatalf("gateway.New: %v", err)
+	}
+	raw, _, err := tok.Issue(context.Background(), tokens.IssueRequest{
+		Name: "bench", Email: "alice@example.com", Subject: "alice-sub", UserName: "Alice"})
+	if err != nil {
+		b.Fatalf("issue token: %v", err)
+	}
+	// The bare proxy gets a clone of the gateway's tuned Transport.
+	tr := gw.proxyRoutes[0].up.rp.Transport.(*http.Transport).Clone()
+	bare := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header["Authorization"] = []string{"Bearer sk-upstream"}
+		},
+		Transport: tr,
+	}
+	b.Cleanup(tr.CloseIdleConnections)
+	return &benchGateway{gw: gw, bare: bare, token: raw}
+}
+
+// discardWriter is a reusable http.ResponseWriter that counts and drops
+// the body.
+type discardWriter struct {
+	h    http.Header
+	code int
+	n    int64
+}
+
+func (w *discardWriter) Header() http.Header { return w.h }
+func (w *discardWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+}
+func (w *discardWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	w.n += int64(len(p))
+	return len(p), nil
+}
+func (w *discardWriter) Flush() {}
+func (w *discardWriter) reset() {
+	clear(w.h)
+	w.code, w.n = 0, 0
+}
+
+// serve sends one request to h and fails b unless the answer is want.
+func serve(b *testing.B, h http.Handler, w *discardWriter, path string, body []byte, hdr http.Header, want int) {
+	r, err := http.NewRequest(http.MethodPost, "http://127.0.0.1:8080"+path, bytes.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.RemoteAddr = "127.0.0.1:40000"
+	for k, v := range hdr {
+		r.Header[k] = v
+	}
+	w.reset()
+	h.ServeHTTP(w, r)
+	if w.code != want {
+		b.Fatalf("POST %s: status %d, want %d", path, w.code, want)
+	}
+}
+
+// BenchmarkProxy measures one non-streamed call through llmgate and
+// through the bare ReverseProxy, for a small chat completion and a
+// ~100 KB Claude-Code-like /v1/messages body, and one streamed
+// /v1/messages call (SSE, 8 deltas).
+func BenchmarkProxy(b *testing.B) {
+	bg := newBenchGateway(b)
+	chat := []byte(benchChatBody)
+	large := claudeCodeBody(100 << 10)
+	stream := []byte(`{"model":"claude-sonnet-4-6","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"hello there"}]}`)
+	cases := []struct {
+		name, path string
+		body       []byte
+	}{
+		{"body=chat", "/v1/chat/completions", chat},
+		{"body=messages100k", "/v1/messages", large},
+		{"body=stream", "/v1/messages", stream},
+	}
+	proxies := []struct {
+		name string
+		h    http.Handler
+	}{{"llmgate", bg.gw}, {"bare", bg.bare}}
+	hdr := http.Header{
+		"Authorization":     {"Bearer " + bg.token},
+		"Content-Type":      {"application/json"},
+		"Anthropic-Version": {"2023-06-01"},
+		"User-Agent":        {"claude-cli/2.1.0 (external, cli)"},
+	}
+	for _, c := range cases {
+		for _, p := range proxies {
+			b.Run(c.name+"/proxy="+p.name, func(b *testing.B) {
+				serve(b, p.h, &discardWriter{h: http.Header{}}, c.path, c.body, hdr, http.StatusOK)
+				b.SetBytes(int64(len(c.body)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					w := &discardWriter{h: http.Header{}}
+					for pb.Next() {
+						serve(b, p.h, w, c.path, c.body, hdr, http.StatusOK)
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkProxyRefusal measures calls refused before the upstream:
+// no token, a malformed token, and a well-formed token whose signature
+// does not verify (every such call pays a signature check: the cache
+// holds only good tokens). A refusal should cost little and allocate
+// little: it is what a misconfigured client or an attacker sends in a loop.
+func BenchmarkProxyRefusal(b *testing.B) {
+	bg := newBenchGateway(b)
+	chat := []byte(benchChatBody)
+	// Flip one character in the middle of the signature.
+	parts := strings.Split(bg.token, ".")
+	sig := []byte(parts[2])
+	if sig[10] == 'A' {
+		sig[10] = 'B'
+	} else {
+		sig[10] = 'A'
+	}
+	badSig := parts[0] + "." + parts[1] + "." + string(sig)
+	cases := []struct {
+		name string
+		hdr  http.Header
+	}{
+		{"missing", http.Header{}},
+		{"malformed", http.Header{"Authorization": {"Bearer sk-not-a-jwt-0123456789abcdef"}}},
+		{"badsig", http.Header{"Authorization": {"Bearer " + badSig}}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			w := &discardWriter{h: http.Header{}}
+			for b.Loop() {
+				serve(b, bg.gw, w, "/v1/chat/completions", chat, c.hdr, http.StatusUnauthorized)
+			}
+		})
+	}
+}
+
+const benchChatBody = `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},` +
+	`{"role":"user","content":"Summarise the following in one sentence: the quick brown fox jumps over the lazy dog, twice."}],` +
+	`"temperature":0.2,"max_tokens":128}`
+
+// claudeCodeBody returns a /v1/messages body shaped like Claude Code's
+// (system blocks, tool definitions, a tool_use / tool_result exchange
+// carrying file contents) of about size bytes.
+func claudeCodeBody(size int) []byte {
+	var tools strings.Builder
+	for i := range 12 {
+		if i > 0 {
+			tools.WriteByte(',')
+		}
+		fmt.Fprintf(&tools, `{"name":"Tool%d","description":"%s","input_schema":{"type":"object","properties":{"path":{"type":"string","description":"Absolute path"},"limit":{"type":"integer"}},"required":["path"]}}`,
+			i, strings.Repeat("Reads or edits files in the workspace. ", 30))
+	}
+	head := `{"model":"claude-sonnet-4-6","max_tokens":32000,"system":[{"type":"text","text":"You are Claude Code, Anthropic's official CLI for Claude.","cache_control":{"type":"ephemeral"}},{"type":"text","text":"` +
+		strings.Repeat("Follow the repository's conventions. Prefer small, reviewable changes. ", 40) + `"}],"tools":[` + tools.String() +
+		`],"messages":[{"role":"user","content":[{"type":"text","text":"Fix the failing test in gateway/proxy.go"}]},` +
+		`{"role":"assistant","content":[{"type":"tool_use","id":"toolu_01","name":"Tool0","input":{"path":"/repo/gateway/proxy.go"}}]},` +
+		`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_01","content":"`
+	tail := `"}]}],"metadata":{"user_id":"user_0123456789abcdef_account__session_0123"}}`
+	line := `package gateway\n\nfunc (s *Server) proxy(w http.ResponseWriter, r *http.Request) { /* ... */ }\n`
+	n := max(size-len(head)-len(tail), 0)
+	file := strings.Repeat(line, n/len(line)+1)[:n]
+	file = strings.TrimRight(file, `\`)
+	return []byte(head + file + tail)
+}
