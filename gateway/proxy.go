@@ -53,6 +53,10 @@ type ProxyConfig struct {
 	// HeaderTimeout is how long the upstream may take to send response
 	// headers (504 after). Streams are not cut once headers arrived.
 	HeaderTimeout time.Duration
+	// ReadIdleTimeout ends a response whose upstream has sent nothing for
+	// this long (an SSE stream gets a closing error event). There is no
+	// total timeout: long streams are not cut while they flow.
+	ReadIdleTimeout time.Duration
 	// IdleConnTimeout closes idle upstream connections; keep it below the
 	// upstream's own keep-alive timeout (uvicorn's is 5 s).
 	IdleConnTimeout time.Duration
@@ -88,6 +92,9 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 	}
 	if cfg.HeaderTimeout <= 0 {
 		cfg.HeaderTimeout = 10 * time.Minute
+	}
+	if cfg.ReadIdleTimeout <= 0 {
+		cfg.ReadIdleTimeout = 5 * time.Minute
 	}
 	if cfg.IdleConnTimeout <= 0 {
 		cfg.IdleConnTimeout = 4 * time.Second
@@ -384,7 +391,12 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		}
 	}
 	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	resp.Body = &meteredBody{ReadCloser: resp.Body, meter: meter, sse: sse, anthropic: c.anthropic, done: func(streamErr error) {
+	mb := &meteredBody{ReadCloser: resp.Body, meter: meter, sse: sse, anthropic: c.anthropic, idle: s.proxyCfg.ReadIdleTimeout}
+	upstreamBody := resp.Body
+	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
+	resp.Body = mb
+	mb.done = func(streamErr error) {
+		mb.timer.Stop()
 		u := meter.Usage()
 		model := u.Model
 		if model == "" {
@@ -397,14 +409,14 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		})
 		s.metrics.proxied.WithLabelValues(c.up.Name, strconv.Itoa(c.status)).Inc()
 		s.metrics.upLatency.WithLabelValues(c.up.Name).Observe(time.Since(c.start).Seconds())
-		if streamErr != nil {
+		if streamErr != nil && !errors.Is(streamErr, context.Canceled) {
 			s.log.Warn("upstream stream failed", "upstream", c.up.Name, "user", c.claims.Email, "err", streamErr)
 		}
 		s.log.Info("api call", "method", resp.Request.Method, "path", resp.Request.URL.Path, "status", c.status,
 			"upstream", c.up.Name, "model", model, "user", c.claims.Email, "token_id", c.claims.ID,
 			"input_tokens", u.InputTokens, "output_tokens", u.OutputTokens,
 			"duration_ms", float64(time.Since(c.start).Microseconds())/1000, "client_ip", c.clientIP)
-	}}
+	}
 	return nil
 }
 
@@ -419,6 +431,8 @@ type meteredBody struct {
 	done      func(streamErr error)
 	once      sync.Once
 	tail      *bytes.Reader
+	idle      time.Duration
+	timer     *time.Timer
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
@@ -429,6 +443,7 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
+	b.timer.Reset(b.idle)
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.meter.Write(p[:n])

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync/atomic"
@@ -503,9 +504,17 @@ func TestProxyUpstreamFailures(t *testing.T) {
 		w.WriteHeader(400)
 		io.WriteString(w, `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 250000 tokens > 200000 maximum"}}`)
 	})
+	silent := newRawUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: {\"id\":\"1\",\"choices\":[]}\n\n")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // then nothing, until the gateway gives up
+	})
 	h := newHarness(t, redistest.Mini(t), func(s *setup) {
 		s.proxy.HeaderTimeout = 300 * time.Millisecond
+		s.proxy.ReadIdleTimeout = 300 * time.Millisecond
 		s.proxy.Upstreams = []Upstream{
+			{Name: "silent", URL: silent, Paths: []string{"/silent/"}, StripPrefix: "/silent"},
 			{Name: "dead", URL: dead, Paths: []string{"/dead/"}, StripPrefix: "/dead"},
 			{Name: "slow", URL: slow, Paths: []string{"/slow/"}, StripPrefix: "/slow"},
 			{Name: "cut", URL: cut, Paths: []string{"/cut/"}, StripPrefix: "/cut"},
@@ -524,6 +533,10 @@ func TestProxyUpstreamFailures(t *testing.T) {
 	resp, body = h.api(t, "POST", "/cut/v1/messages", messagesBody, bearer(tok))
 	if resp.StatusCode != 200 || !strings.Contains(body, "message_start") || !strings.Contains(body, "event: error") || !strings.Contains(body, `"type":"api_error"`) {
 		t.Errorf("stream cut mid-way: %d %q, want the first event then an error event", resp.StatusCode, body)
+	}
+	resp, body = h.api(t, "POST", "/silent/v1/chat/completions", chatBody, bearer(tok))
+	if resp.StatusCode != 200 || !strings.Contains(body, `"code":"upstream_stream_error"`) || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+		t.Errorf("stream gone silent: %d %q, want an OpenAI error event and [DONE]", resp.StatusCode, body)
 	}
 	resp, body = h.api(t, "POST", "/long/v1/messages", messagesBody, bearer(tok))
 	if resp.StatusCode != 400 || !strings.Contains(body, "prompt is too long") {
@@ -680,5 +693,33 @@ func TestProxyStaleKeepAlive(t *testing.T) {
 	}
 	if served.Load() != 4 {
 		t.Errorf("upstream answered %d calls, want 4 (each exactly once)", served.Load())
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}
+	tests := []struct {
+		name, peer string
+		header     http.Header
+		trusted    []netip.Prefix
+		want       string
+	}{
+		{"no proxies trusted: the peer, whatever the headers", "203.0.113.5:1234", http.Header{"X-Forwarded-For": {"1.2.3.4"}, "X-Real-Ip": {"1.2.3.4"}}, nil, "203.0.113.5"},
+		{"untrusted peer's XFF ignored", "203.0.113.5:1234", http.Header{"X-Forwarded-For": {"1.2.3.4"}}, trusted, "203.0.113.5"},
+		{"trusted peer: last untrusted hop", "10.0.0.2:80", http.Header{"X-Forwarded-For": {"1.2.3.4, 198.51.100.7, 10.0.0.9"}}, trusted, "198.51.100.7"},
+		{"trusted peer, spoofed first hop ignored", "10.0.0.2:80", http.Header{"X-Forwarded-For": {"6.6.6.6", "198.51.100.7"}}, trusted, "198.51.100.7"},
+		{"trusted peer, X-Real-IP", "10.0.0.2:80", http.Header{"X-Real-Ip": {"198.51.100.8"}}, trusted, "198.51.100.8"},
+		{"trusted peer, garbage XFF", "10.0.0.2:80", http.Header{"X-Forwarded-For": {"not-an-ip"}}, trusted, "10.0.0.2"},
+		{"IPv6 trusted peer", "[fd00::1]:80", http.Header{"X-Forwarded-For": {"2001:db8::5"}}, trusted, "2001:db8::5"},
+		{"all hops trusted: the first", "10.0.0.2:80", http.Header{"X-Forwarded-For": {"10.1.1.1, 10.2.2.2"}}, trusted, "10.1.1.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{cfg: Config{TrustedProxies: tt.trusted}}
+			r := &http.Request{RemoteAddr: tt.peer, Header: tt.header}
+			if got := s.clientIP(r); got != tt.want {
+				t.Errorf("clientIP(peer %s, %v) = %s, want %s", tt.peer, tt.header, got, tt.want)
+			}
+		})
 	}
 }
