@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/duration"
 	"github.com/llmgate/llmgate/tokens"
 )
@@ -145,7 +146,8 @@ func (s *Server) handleCreateToken(c *gin.Context) {
 		s.fail(c, tokenError("issue token", err))
 		return
 	}
-	s.log.Info("token created", "user", p.Email, "token_id", rec.ID, "expires_at", rec.ExpiresAt, "via", p.Via)
+	s.audit.Record(audit.Event{Type: audit.TypeTokenCreate, Actor: p.Email, Email: p.Email, TokenID: rec.ID, IP: c.ClientIP(),
+		Details: map[string]string{"name": rec.Name, "expires_at": rec.ExpiresAt.Format(time.RFC3339), "via": p.Via}})
 	v := s.view(rec)
 	v.Token = raw
 	c.Header("Cache-Control", "no-store")
@@ -221,7 +223,7 @@ func (s *Server) handleRevokeToken(c *gin.Context) {
 		s.fail(c, tokenError("revoke token", err))
 		return
 	}
-	s.log.Info("token revoked", "user", p.Email, "token_id", id, "via", p.Via)
+	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: p.Email, Email: p.Email, TokenID: id, IP: c.ClientIP()})
 	c.JSON(http.StatusOK, s.view(rec))
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
@@ -42,6 +43,11 @@ func (c *clock) Add(d time.Duration) {
 type setup struct {
 	proxy    ProxyConfig // Upstreams empty: the demo upstream at /v1/
 	upstream demoupstream.Options
+	// issuer, when set, is the token issuer instead of the gateway's URL:
+	// replicas of one deployment share it.
+	issuer string
+	// webhook receives security events when set.
+	webhook string
 	// upstreamKey is the demo upstream's credential, sent by the gateway.
 	upstreamKey string
 	oidc        oidc.Config // policy fields only
@@ -60,6 +66,7 @@ type harness struct {
 	store  *sessions.Store
 	tokens *tokens.Service
 	usage  *usage.Recorder
+	audit  *audit.Log
 	// upstream is the demo upstream, routed at /v1/ unless the setup
 	// routes elsewhere.
 	upstream *demoupstream.Server
@@ -140,7 +147,11 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 		tb.Fatalf("discover dev provider: %v", err)
 	}
 
-	tok := newTokens(tb, rs, base, clk.Now)
+	issuer := base
+	if st.issuer != "" {
+		issuer = st.issuer
+	}
+	tok := newTokens(tb, rs, issuer, clk.Now)
 
 	demo, demoURL, closeDemo, err := demoupstream.Start("127.0.0.1:0", st.upstream)
 	if err != nil {
@@ -154,6 +165,8 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	}
 	rec := usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix, FlushInterval: 10 * time.Millisecond})
 	tb.Cleanup(func() { rec.Close() })
+	auditLog := audit.New(rs.Client, audit.Config{Prefix: rs.Prefix, Logger: log, WebhookURL: st.webhook})
+	tb.Cleanup(func() { auditLog.Close() })
 
 	pub, _ := url.Parse(base)
 	gw, err := New(Config{
@@ -163,7 +176,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 		Logger:    log,
 		Proxy:     pcfg,
 		KeyPrefix: rs.Prefix,
-	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
+	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Audit: auditLog, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
 		return rs.Client.Ping(ctx).Err()
 	}}}})
 	if err != nil {
@@ -179,7 +192,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 			tb.Logf("gateway log:\n%s", logBuf.String())
 		}
 	})
-	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, usage: rec,
+	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, usage: rec, audit: auditLog,
 		upstream: demo, redis: rs, clock: clk, logBuf: logBuf}
 }
 

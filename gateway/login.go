@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/ui"
@@ -108,6 +109,13 @@ func (s *Server) handleCallback(c *gin.Context) {
 		s.loginFailed(c, err)
 		return
 	}
+	if s.tokens.Blocked(id.Email) {
+		s.log.Warn("login refused", "reason", "blocked", "user", id.Email)
+		s.audit.Record(audit.Event{Type: audit.TypeLoginRefused, Email: id.Email, IP: c.ClientIP(), Status: http.StatusForbidden, Reason: "blocked"})
+		s.fail(c, refuse(http.StatusForbidden, "user_blocked",
+			"%s is blocked by an administrator of this gateway, so sign-in is refused. Ask your administrator to unblock you.", id.Email))
+		return
+	}
 	// A new session id at every login: no fixation. The old one ends.
 	if old, err := c.Request.Cookie(s.sessionCookieName()); err == nil && old.Value != "" {
 		if err := s.sessions.Delete(ctx, old.Value); err != nil {
@@ -124,7 +132,7 @@ func (s *Server) handleCallback(c *gin.Context) {
 		return
 	}
 	s.setCookie(c, s.sessionCookieName(), sess.ID, sess.ExpiresAt)
-	s.log.Info("login", "user", id.Email, "admin", id.Admin, "client_ip", c.ClientIP())
+	s.audit.Record(audit.Event{Type: audit.TypeLogin, Email: id.Email, Actor: id.Email, IP: c.ClientIP()})
 	c.Header("Cache-Control", "no-store")
 	c.Redirect(http.StatusFound, safeRedirect(flow.RedirectPath))
 }
@@ -134,7 +142,7 @@ func (s *Server) loginFailed(c *gin.Context, err error) {
 	var pe *oidc.PolicyError
 	switch {
 	case errors.As(err, &pe):
-		s.log.Warn("login refused", "reason", pe.Reason, "user", pe.Email)
+		s.audit.Record(audit.Event{Type: audit.TypeLoginRefused, Email: pe.Email, IP: c.ClientIP(), Status: http.StatusForbidden, Reason: pe.Reason})
 		s.fail(c, refuse(http.StatusForbidden, "login_"+pe.Reason, "%s. Ask your administrator if you need access.", pe.Error()))
 	case errors.Is(err, oidc.ErrNonce), errors.Is(err, oidc.ErrIDToken):
 		s.log.Warn("login refused", "reason", "id token rejected", "err", err)
@@ -158,7 +166,7 @@ func (s *Server) handleSignOut(c *gin.Context) {
 			s.fail(c, unavailable("delete session", err))
 			return
 		}
-		s.log.Info("logout", "user", sess.Email)
+		s.audit.Record(audit.Event{Type: audit.TypeLogout, Email: sess.Email, Actor: sess.Email, IP: c.ClientIP()})
 		logoutURL = s.rp.LogoutURL(sess.IDTokenHint, s.cfg.PublicURL.String()+"/oauth2/signed_out")
 	}
 	s.clearCookie(c, s.sessionCookieName())

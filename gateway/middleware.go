@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/tokens"
 	"github.com/llmgate/llmgate/ui"
@@ -180,6 +181,11 @@ func (s *Server) loadSession() gin.HandlerFunc {
 			s.fail(c, unavailable("load session", err))
 			return
 		}
+		if s.tokens.Blocked(sess.Email) { // blocked on another replica since: end it here too
+			s.sessions.Delete(c.Request.Context(), ck.Value)
+			s.clearCookie(c, s.sessionCookieName())
+			return
+		}
 		c.Set(sessionKey, &sess)
 		c.Set(principalKey, &principal{
 			Email: sess.Email, Name: sess.Name, Subject: sess.Subject,
@@ -203,7 +209,8 @@ func (s *Server) loadToken() gin.HandlerFunc {
 			if e.Status == http.StatusUnauthorized {
 				c.Header("WWW-Authenticate", `Bearer error="invalid_token"`)
 			}
-			s.log.Info("api token refused", "reason", err.Error(), "path", c.Request.URL.Path, "client_ip", c.ClientIP())
+			s.audit.Record(audit.Event{Type: audit.TypeAPIRefused, IP: c.ClientIP(), Status: e.Status, Reason: err.Error(),
+				Details: map[string]string{"path": c.Request.URL.Path}})
 			s.fail(c, e)
 			return
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/tokens"
 )
 
@@ -38,6 +39,16 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, status 
 	w.Write(body)
 	c.status = status
 	s.metrics.refusals.WithLabelValues(code).Inc()
+	if status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusTooManyRequests {
+		e := audit.Event{Type: audit.TypeAPIRefused, IP: s.clientIP(r), Status: status, Reason: reason,
+			Details: map[string]string{"code": code, "path": r.URL.Path}}
+		if c.claims != nil {
+			e.Email, e.TokenID = c.claims.Email, c.claims.ID
+		}
+		s.audit.Record(e)
+		s.metrics.proxied.WithLabelValues(c.upName(), strconv.Itoa(status)).Inc()
+		return // the audit line is the log line
+	}
 	s.logCall(r, c, reason)
 }
 

@@ -56,6 +56,18 @@ func (s *Server) routes() error {
 	api.GET("/tokens/:id/usage", s.handleTokenUsage)
 	api.GET("/usage", s.handleUsage)
 	api.GET("/requests", s.handleRequests)
+	admin := api.Group("/admin", s.requireAdmin())
+	admin.GET("/sessions", s.handleAdminSessions)
+	admin.GET("/sessions/stats", s.handleAdminSessionStats)
+	admin.DELETE("/sessions/:id", s.handleAdminDeleteSession)
+	admin.POST("/sessions/revoke-user", s.handleAdminRevokeUser)
+	admin.GET("/tokens", s.handleAdminTokens)
+	admin.DELETE("/tokens/:id", s.handleAdminRevokeToken)
+	admin.POST("/users/:email/block", s.handleAdminBlock)
+	admin.POST("/users/:email/unblock", s.handleAdminUnblock)
+	admin.GET("/usage", s.handleAdminUsage)
+	admin.GET("/audit", s.handleAdminAudit)
+
 	// The OpenResty gateway's names, for teams migrating from it.
 	api.POST("/token/generate", s.handleCreateToken)
 	api.GET("/token/list", s.handleListTokens)

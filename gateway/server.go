@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
@@ -63,6 +64,8 @@ type Deps struct {
 	Tokens   *tokens.Service
 	// Usage records proxied calls.
 	Usage *usage.Recorder
+	// Audit records security events.
+	Audit *audit.Log
 	// Redis backs rate limits.
 	Redis redis.UniversalClient
 	// Checks are run by /readyz in addition to the relying party's discovery.
@@ -92,6 +95,7 @@ type Server struct {
 	proxyRoutes   []route
 	strip         []string // identity headers removed from every proxied request
 	usage         *usage.Recorder
+	audit         *audit.Log
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
 }
@@ -104,8 +108,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.Secret) < 32 {
 		return nil, errors.New("gateway: Secret must be at least 32 bytes")
 	}
-	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Redis == nil {
-		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage and Redis are required")
+	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Audit == nil || deps.Redis == nil {
+		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage, Audit and Redis are required")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = "llmgate:"
@@ -136,9 +140,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		stateKey: deriveKey(cfg.Secret, "llmgate login state v1"),
 		metrics:  newMetrics(prometheus.NewRegistry()),
 		usage:    deps.Usage,
+		audit:    deps.Audit,
 		limiter:  redis_rate.NewLimiter(deps.Redis),
 	}
 	s.rateKeyPrefix = cfg.KeyPrefix + "rate:"
+	s.metrics.reg.MustRegister(deps.Audit.Collectors()...)
+	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "llmgate_usage_dropped_total",
+		Help: "Usage records dropped because the recorder's queue was full (Redis too slow or down).",
+	}, func() float64 { return float64(deps.Usage.Dropped()) }))
 	if err := s.routes(); err != nil {
 		return nil, err
 	}

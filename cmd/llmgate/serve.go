@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/gateway"
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/redisconn"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/oidc"
@@ -126,6 +127,8 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}
 	rec := usage.NewRecorder(rdb, usage.Config{Retention: cfg.UsageRetention, Logger: log})
 	defer rec.Close()
+	auditLog := audit.New(rdb, audit.Config{WebhookURL: cfg.AuditWebhookURL, Logger: log})
+	defer auditLog.Close()
 
 	gw, err := gateway.New(gateway.Config{
 		PublicURL:      publicURL,
@@ -148,6 +151,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		RP:       rp,
 		Tokens:   tok,
 		Usage:    rec,
+		Audit:    auditLog,
 		Redis:    rdb,
 		Checks: []gateway.Check{{Name: "redis", Check: func(ctx context.Context) error {
 			return rdb.Ping(ctx).Err()

@@ -298,8 +298,8 @@ func TestRecorderRedisDown(t *testing.T) {
 	if el := time.Since(start); el > 2*time.Second {
 		t.Errorf("Close with Redis down took %v, want about CloseTimeout (300ms)", el)
 	}
-	if err == nil || !strings.Contains(err.Error(), "records not written: 1:") {
-		t.Errorf("Close with Redis down = %v, want an error saying 1 record was not written", err)
+	if err == nil || !strings.Contains(err.Error(), "records not written: ") {
+		t.Errorf("Close with Redis down = %v, want an error saying records were not written", err)
 	}
 	r.Record(Record{Email: "a@example.com"})
 	if got := r.Dropped(); got != dropped+1 {
