@@ -113,6 +113,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 			ID: "llmgate", Secret: "test-client-secret",
 			RedirectURIs:           []string{base + "/oauth2/callback"},
 			PostLogoutRedirectURIs: []string{base + "/oauth2/signed_out"},
+			BackChannelLogoutURI:   base + "/oauth2/backchannel_logout",
 		}},
 		ClaimsHook: st.claimsHook,
 	})

@@ -45,6 +45,7 @@ func (s *Server) routes() error {
 	pages.GET("/", s.requireSignIn(), s.handleHome)
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
+	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)
 
 	// JSON API: API token with scope "tokens", or session cookie (+CSRF on writes).
 	api := r.Group("/api", setFamily(familyAPI), s.loadToken(), s.loadSession(), s.requireUser(), s.requireCSRF())
