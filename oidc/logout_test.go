@@ -23,7 +23,7 @@ func checkClaims(tb testing.TB, call string, got, want oidc.LogoutClaims) {
 	if got.JTI == "" {
 		tb.Errorf("%s: JTI is empty", call)
 	}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(oidc.LogoutClaims{}, "JTI"), cmpopts.EquateApproxTime(time.Second)); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(oidc.LogoutClaims{}, "JTI"), cmpopts.EquateApproxTime(5*time.Second)); diff != "" {
 		tb.Errorf("%s mismatch (-want +got):\n%s", call, diff)
 	}
 }
