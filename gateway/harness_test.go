@@ -15,6 +15,7 @@ import (
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/internal/webtest"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
@@ -46,6 +47,13 @@ type setup struct {
 	// issuer, when set, is the token issuer instead of the gateway's URL:
 	// replicas of one deployment share it.
 	issuer string
+	// noBackchannel leaves the provider without the gateway's back-channel
+	// logout URL, as with providers that do not support it.
+	noBackchannel bool
+	// recheck is LLMGATE_USER_RECHECK_INTERVAL (0: off).
+	recheck time.Duration
+	// requireLogin is LLMGATE_TOKEN_REQUIRE_LOGIN_WITHIN.
+	requireLogin time.Duration
 	// webhook receives security events when set.
 	webhook string
 	// upstreamKey is the demo upstream's credential, sent by the gateway.
@@ -107,13 +115,17 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	if users == nil {
 		users = devidp.DemoUsers()
 	}
+	backchannel := base + "/oauth2/backchannel_logout"
+	if st.noBackchannel {
+		backchannel = ""
+	}
 	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
 		Users: users,
 		Clients: []devidp.Client{{
 			ID: "llmgate", Secret: "test-client-secret",
 			RedirectURIs:           []string{base + "/oauth2/callback"},
 			PostLogoutRedirectURIs: []string{base + "/oauth2/signed_out"},
-			BackChannelLogoutURI:   base + "/oauth2/backchannel_logout",
+			BackChannelLogoutURI:   backchannel,
 		}},
 		ClaimsHook: st.claimsHook,
 	})
@@ -136,7 +148,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	ocfg.ClientID = "llmgate"
 	ocfg.ClientSecret = "test-client-secret"
 	ocfg.RedirectURL = base + "/oauth2/callback"
-	ocfg.Scopes = []string{"openid", "email", "profile", "groups"}
+	ocfg.Scopes = []string{"openid", "email", "profile", "groups", "offline_access"}
 	if ocfg.AdminEmails == nil {
 		ocfg.AdminEmails = []string{"alice@example.com"}
 	}
@@ -168,16 +180,18 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	tb.Cleanup(func() { rec.Close() })
 	auditLog := audit.New(rs.Client, audit.Config{Prefix: rs.Prefix, Logger: log, WebhookURL: st.webhook})
 	tb.Cleanup(func() { auditLog.Close() })
+	people := newUsers(tb, rs, st.recheck, clk.Now)
 
 	pub, _ := url.Parse(base)
 	gw, err := New(Config{
-		PublicURL: pub,
-		Secret:    []byte("test-secret-test-secret-test-secret-0123456789"),
-		Now:       clk.Now,
-		Logger:    log,
-		Proxy:     pcfg,
-		KeyPrefix: rs.Prefix,
-	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Audit: auditLog, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
+		PublicURL:          pub,
+		Secret:             []byte("test-secret-test-secret-test-secret-0123456789"),
+		Now:                clk.Now,
+		Logger:             log,
+		Proxy:              pcfg,
+		RequireLoginWithin: st.requireLogin,
+		KeyPrefix:          rs.Prefix,
+	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Audit: auditLog, Users: people, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
 		return rs.Client.Ping(ctx).Err()
 	}}}})
 	if err != nil {
@@ -195,6 +209,22 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	})
 	return &harness{t: tb, url: base, idp: idp, gw: gw, store: store, tokens: tok, usage: rec, audit: auditLog,
 		upstream: demo, redis: rs, clock: clk, logBuf: logBuf}
+}
+
+// newUsers starts a users store with re-checks every recheck (0: off).
+func newUsers(tb testing.TB, rs *redistest.Server, recheck time.Duration, now func() time.Time) *users.Store {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, err := users.New(ctx, rs.Client, users.Config{
+		Prefix: rs.Prefix, Secret: []byte("test-secret-test-secret-test-secret-0123456789"),
+		RecheckInterval: recheck, SyncInterval: 50 * time.Millisecond, Now: now,
+	})
+	if err != nil {
+		tb.Fatalf("users.New: %v", err)
+	}
+	tb.Cleanup(func() { u.Close() })
+	return u
 }
 
 // newTokens starts a token service for a gateway at issuer.

@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/llmgate/llmgate/internal/audit"
+	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/ui"
@@ -129,6 +130,11 @@ func (s *Server) handleCallback(c *gin.Context) {
 	})
 	if err != nil {
 		s.fail(c, unavailable("create session", err))
+		return
+	}
+	if err := s.users.Login(ctx, users.Person{Email: id.Email, Name: id.Name, Subject: id.Subject, Issuer: id.Issuer,
+		Groups: id.Groups, Admin: id.Admin}, id.RefreshToken); err != nil {
+		s.fail(c, unavailable("record login", err))
 		return
 	}
 	s.setCookie(c, s.sessionCookieName(), sess.ID, sess.ExpiresAt)

@@ -214,10 +214,15 @@ func (s *Server) loadToken() gin.HandlerFunc {
 			s.fail(c, e)
 			return
 		}
+		// The token carries no groups: take those of the person's last sign-in.
+		var groups []string
+		if p, err := s.users.Get(c.Request.Context(), cl.Email); err == nil {
+			groups = p.Groups
+		}
 		c.Set(claimsKey, cl)
 		c.Set(principalKey, &principal{
-			Email: cl.Email, Name: cl.Name, Subject: cl.Subject,
-			Admin: s.rp.IsAdmin(cl.Email, nil), Via: "token", TokenID: cl.ID,
+			Email: cl.Email, Name: cl.Name, Subject: cl.Subject, Groups: groups,
+			Admin: s.rp.IsAdmin(cl.Email, groups), Via: "token", TokenID: cl.ID,
 		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/duration"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/tokens"
 )
@@ -211,6 +212,11 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 	}
 	c.claims = cl
 	c.clientIP = s.clientIP(r)
+	if !s.recentLogin(cl) {
+		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "login_required",
+			fmt.Sprintf("API tokens need a sign-in within %s: sign in again at %s, then retry", duration.Format(s.cfg.RequireLoginWithin), s.cfg.PublicURL), "no recent sign-in")
+		return
+	}
 	if len(cl.CIDRs) > 0 {
 		addr, err := netip.ParseAddr(c.clientIP)
 		if err != nil || !cl.AllowsAddr(addr.Unmap()) {

@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/usage"
@@ -55,6 +60,8 @@ func newBenchGateway(b *testing.B) *benchGateway {
 	u, _ := url.Parse(upURL)
 	rec := usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix})
 	b.Cleanup(func() { rec.Close() })
+	auditLog := audit.New(rs.Client, audit.Config{Prefix: rs.Prefix})
+	b.Cleanup(func() { auditLog.Close() })
 	pub, _ := url.Parse(base)
 	gw, err := New(Config{
 		PublicURL: pub,
@@ -71,6 +78,8 @@ func newBenchGateway(b *testing.B) *benchGateway {
 			RedirectURL: base + "/oauth2/callback", Scopes: []string{"openid"}}),
 		Tokens: tok,
 		Usage:  rec,
+		Audit:  auditLog,
+		Users:  newUsers(b, rs, 0, time.Now),
 		Redis:  rs.Client,
 	})
 	if err != nil {
@@ -183,6 +192,131 @@ func BenchmarkProxy(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkProxyLoopback is BenchmarkProxy with both proxies behind a
+// real http.Server on loopback and a keep-alive client, so that reading
+// the request body from a socket (which llmgate does in full before
+// dialling, for replay) is part of the measurement. Profile it with
+// -cpuprofile to see the whole request path.
+func BenchmarkProxyLoopback(b *testing.B) {
+	bg := newBenchGateway(b)
+	cases := []struct {
+		name, path string
+		body       []byte
+	}{
+		{"body=chat", "/v1/chat/completions", []byte(benchChatBody)},
+		{"body=messages100k", "/v1/messages", claudeCodeBody(100 << 10)},
+	}
+	proxies := []struct {
+		name string
+		h    http.Handler
+	}{{"llmgate", bg.gw}, {"bare", bg.bare}}
+	for _, c := range cases {
+		for _, p := range proxies {
+			b.Run(c.name+"/proxy="+p.name, func(b *testing.B) {
+				srv := httptest.NewServer(p.h)
+				defer srv.Close()
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+				defer client.Transport.(*http.Transport).CloseIdleConnections()
+				call := func() {
+					req, _ := http.NewRequest(http.MethodPost, srv.URL+c.path, bytes.NewReader(c.body))
+					req.Header.Set("Authorization", "Bearer "+bg.token)
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Fatalf("POST %s: status %d, want 200", c.path, resp.StatusCode)
+					}
+				}
+				call()
+				b.SetBytes(int64(len(c.body)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						call()
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkProxyIdleStreams holds streams open through each proxy (the
+// upstream sends a stream's opening events, then nothing) and reports the
+// Go heap and goroutine stack in use per stream, after a GC. Client and
+// upstream run in this process too, so their share is in both numbers;
+// the difference between the two proxies is what llmgate adds. RSS per
+// stream of whole processes is measured by bench/.
+func BenchmarkProxyIdleStreams(b *testing.B) {
+	const n = 500
+	_, slowURL, closeSlow, err := demoupstream.Start("127.0.0.1:0", demoupstream.Options{NoRecord: true, ChunkDelay: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeSlow()
+	bg := newBenchGateway(b)
+	u, _ := url.Parse(slowURL)
+	bg.gw.proxyRoutes[0].up.URL = u
+	bg.gw.proxyRoutes[0].up.Upstream.URL = u
+	bg.bare.Rewrite = func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.SetXForwarded() }
+	body := `{"model":"claude-sonnet-4-6","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"hello there"}]}`
+	for _, p := range []struct {
+		name string
+		h    http.Handler
+	}{{"llmgate", bg.gw}, {"bare", bg.bare}} {
+		b.Run("proxy="+p.name, func(b *testing.B) {
+			srv := httptest.NewServer(p.h)
+			defer srv.Close()
+			host := strings.TrimPrefix(srv.URL, "http://")
+			req := "POST /v1/messages HTTP/1.1\r\nHost: " + host + "\r\nAuthorization: Bearer " + bg.token +
+				"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+			var heap, stack float64
+			for b.Loop() {
+				before := memNow()
+				conns := make([]net.Conn, 0, n)
+				for range n {
+					c, err := net.Dial("tcp", host)
+					if err != nil {
+						b.Fatal(err)
+					}
+					io.WriteString(c, req)
+					buf := make([]byte, 4096)
+					var got []byte
+					for !bytes.Contains(got, []byte("message_start")) || !bytes.Contains(got[bytes.Index(got, []byte("message_start")):], []byte("\n\n")) {
+						k, err := c.Read(buf)
+						if err != nil {
+							b.Fatalf("stream: %v after %q", err, got)
+						}
+						got = append(got, buf[:k]...)
+					}
+					conns = append(conns, c)
+				}
+				time.Sleep(100 * time.Millisecond)
+				after := memNow()
+				heap = float64(after.HeapInuse-before.HeapInuse) / n
+				stack = float64(after.StackInuse-before.StackInuse) / n
+				for _, c := range conns {
+					c.Close()
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			b.ReportMetric(heap, "heap-B/stream")
+			b.ReportMetric(stack, "stack-B/stream")
+		})
+	}
+}
+
+func memNow() runtime.MemStats {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m
 }
 
 // BenchmarkProxyRefusal measures calls refused before the upstream:

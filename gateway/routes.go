@@ -66,6 +66,7 @@ func (s *Server) routes() error {
 	admin.DELETE("/tokens/:id", s.handleAdminRevokeToken)
 	admin.POST("/users/:email/block", s.handleAdminBlock)
 	admin.POST("/users/:email/unblock", s.handleAdminUnblock)
+	admin.GET("/users", s.handleAdminUsers)
 	admin.GET("/usage", s.handleAdminUsage)
 	admin.GET("/audit", s.handleAdminAudit)
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/tokens"
@@ -41,6 +42,10 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Version is shown by /healthz.
 	Version string
+	// RequireLoginWithin, when positive, stops the API tokens of people who
+	// have not signed in through SSO for this long
+	// (LLMGATE_TOKEN_REQUIRE_LOGIN_WITHIN).
+	RequireLoginWithin time.Duration
 	// Proxy configures the proxied API.
 	Proxy ProxyConfig
 	// KeyPrefix starts the gateway's own Redis keys (rate limits);
@@ -66,6 +71,9 @@ type Deps struct {
 	Usage *usage.Recorder
 	// Audit records security events.
 	Audit *audit.Log
+	// Users remembers who signed in, for the users view, re-checks and
+	// RequireLoginWithin.
+	Users *users.Store
 	// Redis backs rate limits.
 	Redis redis.UniversalClient
 	// Checks are run by /readyz in addition to the relying party's discovery.
@@ -96,6 +104,7 @@ type Server struct {
 	strip         []string // identity headers removed from every proxied request
 	usage         *usage.Recorder
 	audit         *audit.Log
+	users         *users.Store
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
 }
@@ -108,8 +117,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if len(cfg.Secret) < 32 {
 		return nil, errors.New("gateway: Secret must be at least 32 bytes")
 	}
-	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Audit == nil || deps.Redis == nil {
-		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage, Audit and Redis are required")
+	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Audit == nil || deps.Users == nil || deps.Redis == nil {
+		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage, Audit, Users and Redis are required")
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = "llmgate:"
@@ -141,6 +150,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics:  newMetrics(prometheus.NewRegistry()),
 		usage:    deps.Usage,
 		audit:    deps.Audit,
+		users:    deps.Users,
 		limiter:  redis_rate.NewLimiter(deps.Redis),
 	}
 	s.rateKeyPrefix = cfg.KeyPrefix + "rate:"
@@ -184,6 +194,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	recheckCtx, stopRecheck := context.WithCancel(ctx)
+	defer stopRecheck()
+	go s.runRecheck(recheckCtx)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -143,7 +143,8 @@ func TestHTTPSPublicURL(t *testing.T) {
 	gw, err := New(Config{PublicURL: pub, Secret: []byte(strings.Repeat("s", 32))},
 		Deps{Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}), RP: oidc.New(oidc.Config{}),
 			Tokens: newTokens(t, rs, pub.String(), time.Now), Redis: rs.Client,
-			Usage: usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix}), Audit: audit.New(rs.Client, audit.Config{Prefix: rs.Prefix})})
+			Usage: usage.NewRecorder(rs.Client, usage.Config{Prefix: rs.Prefix}), Audit: audit.New(rs.Client, audit.Config{Prefix: rs.Prefix}),
+			Users: newUsers(t, rs, 0, time.Now)})
 	if err != nil {
 		t.Fatal(err)
 	}

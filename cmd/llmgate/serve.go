@@ -16,6 +16,7 @@ import (
 	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/redisconn"
 	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/oidc"
 	"github.com/llmgate/llmgate/sessions"
 	"github.com/llmgate/llmgate/tokens"
@@ -129,14 +130,20 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	defer rec.Close()
 	auditLog := audit.New(rdb, audit.Config{WebhookURL: cfg.AuditWebhookURL, Logger: log})
 	defer auditLog.Close()
+	people, err := users.New(startCtx, rdb, users.Config{Secret: []byte(cfg.Secret), RecheckInterval: cfg.UserRecheckInterval, Logger: log})
+	if err != nil {
+		return fmt.Errorf("start users store: %w", err)
+	}
+	defer people.Close()
 
 	gw, err := gateway.New(gateway.Config{
-		PublicURL:      publicURL,
-		Secret:         []byte(cfg.Secret),
-		TrustedProxies: cfg.TrustedProxies,
-		ShutdownGrace:  cfg.ShutdownGrace,
-		Version:        version,
-		Logger:         log,
+		PublicURL:          publicURL,
+		Secret:             []byte(cfg.Secret),
+		TrustedProxies:     cfg.TrustedProxies,
+		ShutdownGrace:      cfg.ShutdownGrace,
+		RequireLoginWithin: cfg.TokenRequireLoginWithin,
+		Version:            version,
+		Logger:             log,
 		Proxy: gateway.ProxyConfig{
 			Upstreams:       upstreams,
 			IdentityHeaders: cfg.IdentityHeaders,
@@ -152,6 +159,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		Tokens:   tok,
 		Usage:    rec,
 		Audit:    auditLog,
+		Users:    people,
 		Redis:    rdb,
 		Checks: []gateway.Check{{Name: "redis", Check: func(ctx context.Context) error {
 			return rdb.Ping(ctx).Err()
