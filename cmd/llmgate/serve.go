@@ -69,6 +69,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	if err != nil {
 		return fmt.Errorf("LLMGATE_PUBLIC_URL: %w", err)
 	}
+	redisconn.SetLogger(log)
 	rdb, err := redisconn.New(redisconn.Config{
 		URL: cfg.RedisURL, SentinelMaster: cfg.RedisSentinelMaster, Cluster: cfg.RedisCluster, Addrs: cfg.RedisAddrs,
 	})

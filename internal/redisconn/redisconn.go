@@ -1,8 +1,10 @@
 package redisconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strings"
 	"time"
@@ -119,3 +121,15 @@ func New(cfg Config) (redis.UniversalClient, error) {
 		return redis.NewClient(opt), nil
 	}
 }
+
+// slogLogger sends go-redis's own messages (dial failures, pool trouble)
+// to the process log instead of stderr.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis client: "+scrub(fmt.Sprintf(format, v...)))
+}
+
+// SetLogger routes go-redis's internal messages to log. go-redis keeps one
+// logger per process, so only the command that wires the process calls it.
+func SetLogger(log *slog.Logger) { redis.SetLogger(slogLogger{log}) }
