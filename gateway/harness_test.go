@@ -22,21 +22,23 @@ import (
 	"github.com/llmgate/llmgate/tokens"
 )
 
-// clock is a settable test clock.
+// clock is real time plus the jumps a test makes. It moves on by itself,
+// as real Redis does, so a key's real expiry and the gateway's idea of
+// time never drift apart however slowly a loaded machine runs the test.
 type clock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	offset time.Duration
 }
 
 func (c *clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.t
+	return time.Now().Add(c.offset)
 }
 
 func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
-	c.t = c.t.Add(d)
+	c.offset += d
 	c.mu.Unlock()
 }
 
@@ -134,7 +136,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	}
 	tb.Cleanup(func() { idp.Close() })
 
-	clk := &clock{t: time.Now()}
+	clk := &clock{}
 	logBuf := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
@@ -245,8 +247,13 @@ func newTokens(tb testing.TB, rs *redistest.Server, issuer string, now func() ti
 	return tok
 }
 
-// advance moves time on for the gateway's clock and for Redis key expiry.
+// advance lets d pass for the gateway and for Redis key expiry: on
+// miniredis by jumping both clocks, on real Redis by waiting (keep d short).
 func (h *harness) advance(d time.Duration) {
+	if h.redis.Real() {
+		time.Sleep(d)
+		return
+	}
 	h.clock.Add(d)
 	h.redis.FastForward(d)
 }
