@@ -125,7 +125,7 @@ func (s *Server) handleCallback(c *gin.Context) {
 	}
 	sess, err := s.sessions.Create(ctx, sessions.Session{
 		Email: id.Email, Subject: id.Subject, Name: id.Name, Groups: id.Groups, Admin: id.Admin,
-		Issuer: id.Issuer, IDPSessionID: id.SessionID, IDTokenHint: id.IDToken,
+		Issuer: id.Issuer, IDPSessionID: id.SessionID, IDTokenHint: s.seal(id.IDToken),
 		IP: c.ClientIP(), UserAgent: truncate(c.Request.UserAgent(), 256),
 	})
 	if err != nil {
@@ -173,7 +173,11 @@ func (s *Server) handleSignOut(c *gin.Context) {
 			return
 		}
 		s.audit.Record(audit.Event{Type: audit.TypeLogout, Email: sess.Email, Actor: sess.Email, IP: c.ClientIP()})
-		logoutURL = s.rp.LogoutURL(sess.IDTokenHint, s.cfg.PublicURL.String()+"/oauth2/signed_out")
+		hint, err := s.open(sess.IDTokenHint)
+		if err != nil {
+			s.log.Warn("sign-out without id_token_hint", "err", err)
+		}
+		logoutURL = s.rp.LogoutURL(hint, s.cfg.PublicURL.String()+"/oauth2/signed_out")
 	}
 	s.clearCookie(c, s.sessionCookieName())
 	c.Header("Cache-Control", "no-store")

@@ -67,6 +67,12 @@ func TestLoginEndToEnd(t *testing.T) {
 			t.Errorf("GET /api/me: csrf_token %q, sub %q, session_expires_at %v: want all set", me.CSRFToken, me.Subject, me.SessionExpiresAt)
 		}
 
+		// The ID token kept for logout is sealed at rest.
+		stored, err := h.store.ListByEmail(t.Context(), "alice@example.com")
+		if err != nil || len(stored) != 1 || stored[0].IDTokenHint == "" || strings.HasPrefix(stored[0].IDTokenHint, "eyJ") || strings.Count(stored[0].IDTokenHint, ".") == 2 {
+			t.Errorf("stored sessions %+v (err %v): want one whose id_token_hint is sealed, not a JWT", stored, err)
+		}
+
 		// Sign-out without the CSRF token is refused and changes nothing.
 		p = b.PostForm(h.url+"/oauth2/sign_out", url.Values{}, nil)
 		if p.Status != http.StatusForbidden {
@@ -83,6 +89,9 @@ func TestLoginEndToEnd(t *testing.T) {
 		}
 		if !visitedHost(b.Visited, h.idp.Issuer()) {
 			t.Errorf("sign-out did not pass the provider's end_session_endpoint; visited %v", b.Visited)
+		}
+		if !strings.Contains(strings.Join(b.Visited, " "), "id_token_hint=eyJ") {
+			t.Errorf("sign-out sent no id_token_hint to the provider; visited %v", b.Visited)
 		}
 		if status, _ := b.me(h); status != http.StatusUnauthorized {
 			t.Errorf("after sign-out, GET /api/me: status %d, want 401", status)

@@ -93,6 +93,7 @@ type Server struct {
 
 	csrfKey  []byte
 	stateKey []byte
+	sealKey  []byte
 	secure   bool // PublicURL is https
 
 	metrics  *metrics
@@ -147,6 +148,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		secure:   cfg.PublicURL.Scheme == "https",
 		csrfKey:  deriveKey(cfg.Secret, "llmgate csrf v1"),
 		stateKey: deriveKey(cfg.Secret, "llmgate login state v1"),
+		sealKey:  deriveKey(cfg.Secret, "llmgate session seal v1"),
 		metrics:  newMetrics(prometheus.NewRegistry()),
 		usage:    deps.Usage,
 		audit:    deps.Audit,
