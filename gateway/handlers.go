@@ -2,22 +2,110 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmgate/llmgate/internal/audit"
+	"github.com/llmgate/llmgate/internal/duration"
+	"github.com/llmgate/llmgate/tokens"
 	"github.com/llmgate/llmgate/ui"
 )
 
 // handleHome is the signed-in home page: GET /.
 func (s *Server) handleHome(c *gin.Context) {
+	s.renderHome(c, http.StatusOK, nil, "")
+}
+
+// renderHome renders the home page, with a token just created or a form
+// error when there is one.
+func (s *Server) renderHome(c *gin.Context, status int, created *ui.NewToken, formError string) {
 	sess := currentSession(c)
+	recs, err := s.tokens.List(c.Request.Context(), sess.Email)
+	if err != nil {
+		s.fail(c, tokenError("list tokens", err))
+		return
+	}
+	now := s.cfg.Now()
+	rows := make([]ui.TokenRow, 0, len(recs))
+	for _, r := range recs {
+		row := ui.TokenRow{ID: r.ID, Name: r.Name, Models: r.Models, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt, Status: r.Status(now)}
+		if !r.LastUsedAt.IsZero() {
+			t := r.LastUsedAt
+			row.LastUsed = &t
+		}
+		rows = append(rows, row)
+	}
 	c.Header("Cache-Control", "no-store")
-	s.render(c, http.StatusOK, ui.HomePage{
+	s.render(c, status, ui.HomePage{
 		Layout:         ui.Layout{Title: "Home", User: currentUser(c), CSRFToken: s.csrfToken(c)},
 		SessionExpires: sess.ExpiresAt,
+		BaseURL:        s.cfg.PublicURL.String(),
+		Tokens:         rows,
+		NewToken:       created,
+		FormError:      formError,
+		MaxTTLDays:     int(s.cfg.TokenMaxTTL / (24 * time.Hour)),
 	})
+}
+
+// handleUICreateToken creates a token from the home page's form:
+// POST /ui/tokens. The answer is the home page showing the token once.
+func (s *Server) handleUICreateToken(c *gin.Context) {
+	sess := currentSession(c)
+	var ttl time.Duration
+	if v := c.PostForm("ttl"); v != "" {
+		d, err := duration.Parse(v)
+		if err != nil || d <= 0 {
+			s.renderHome(c, http.StatusBadRequest, nil, "Lifetime "+v+" is not a duration like 30d.")
+			return
+		}
+		ttl = d
+	}
+	var models []string
+	for _, m := range strings.Split(c.PostForm("models"), ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			models = append(models, m)
+		}
+	}
+	raw, rec, err := s.tokens.Issue(c.Request.Context(), tokens.IssueRequest{
+		Name: strings.TrimSpace(c.PostForm("name")), Email: sess.Email, Subject: sess.Subject, UserName: sess.Name,
+		ClientID: tokens.ClientUI, TTL: ttl, Scopes: []string{tokens.ScopeLLM}, Models: models,
+	})
+	var ve *tokens.ValidationError
+	if errors.As(err, &ve) {
+		s.renderHome(c, http.StatusBadRequest, nil, ve.Message)
+		return
+	}
+	if err != nil {
+		s.fail(c, tokenError("issue token", err))
+		return
+	}
+	s.audit.Record(audit.Event{Type: audit.TypeTokenCreate, Actor: sess.Email, Email: sess.Email, TokenID: rec.ID, IP: c.ClientIP(),
+		Details: map[string]string{"name": rec.Name, "expires_at": rec.ExpiresAt.Format(time.RFC3339), "via": "ui"}})
+	s.renderHome(c, http.StatusOK, &ui.NewToken{Name: rec.Name, Token: raw}, "")
+}
+
+// handleUIRevokeToken revokes one of the person's tokens from the home
+// page: POST /ui/tokens/{id}/revoke, then back home.
+func (s *Server) handleUIRevokeToken(c *gin.Context) {
+	sess := currentSession(c)
+	id := c.Param("id")
+	rec, err := s.tokens.Get(c.Request.Context(), id)
+	if err == nil && rec.Email != sess.Email {
+		err = tokens.ErrNotFound
+	}
+	if err == nil {
+		_, err = s.tokens.Revoke(c.Request.Context(), id, sess.Email)
+	}
+	if err != nil {
+		s.fail(c, tokenError("revoke token", err))
+		return
+	}
+	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: sess.Email, Email: sess.Email, TokenID: id, IP: c.ClientIP()})
+	c.Redirect(http.StatusSeeOther, "/")
 }
 
 // meResponse is GET /api/me.

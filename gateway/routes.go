@@ -43,6 +43,8 @@ func (s *Server) routes() error {
 	pages.POST("/oauth2/sign_out", s.requireCSRF(), s.handleSignOut)
 	pages.GET("/oauth2/signed_out", s.handleSignedOut)
 	pages.GET("/", s.requireSignIn(), s.handleHome)
+	pages.POST("/ui/tokens", s.requireSignIn(), s.requireCSRF(), s.handleUICreateToken)
+	pages.POST("/ui/tokens/:id/revoke", s.requireSignIn(), s.requireCSRF(), s.handleUIRevokeToken)
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)

@@ -42,6 +42,8 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// Version is shown by /healthz.
 	Version string
+	// TokenMaxTTL bounds the lifetimes the token form offers (default 90d).
+	TokenMaxTTL time.Duration
 	// RequireLoginWithin, when positive, stops the API tokens of people who
 	// have not signed in through SSO for this long
 	// (LLMGATE_TOKEN_REQUIRE_LOGIN_WITHIN).
@@ -120,6 +122,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if deps.Sessions == nil || deps.RP == nil || deps.Tokens == nil || deps.Usage == nil || deps.Audit == nil || deps.Users == nil || deps.Redis == nil {
 		return nil, errors.New("gateway: Sessions, RP, Tokens, Usage, Audit, Users and Redis are required")
+	}
+	if cfg.TokenMaxTTL <= 0 {
+		cfg.TokenMaxTTL = 90 * 24 * time.Hour
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = "llmgate:"

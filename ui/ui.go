@@ -45,10 +45,36 @@ type User struct {
 	Admin  bool
 }
 
-// HomePage is the signed-in home page.
+// HomePage is the signed-in home page: who you are and your tokens.
 type HomePage struct {
 	Layout
 	SessionExpires time.Time
+	// BaseURL is the gateway's public URL, for the ready-to-paste settings.
+	BaseURL string
+	Tokens  []TokenRow
+	// NewToken is set right after a token was created: shown this once.
+	NewToken *NewToken
+	// FormError says what was wrong with the last create form.
+	FormError string
+	// MaxTTLDays bounds the lifetime choices.
+	MaxTTLDays int
+}
+
+// TokenRow is one token in the list.
+type TokenRow struct {
+	ID        string
+	Name      string
+	Models    []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	LastUsed  *time.Time
+	Status    string // active, revoked, expired
+}
+
+// NewToken is a token just created.
+type NewToken struct {
+	Name  string
+	Token string
 }
 
 // ErrorPage explains a refusal or failure and what to do next.
@@ -78,6 +104,25 @@ type Renderer struct {
 
 var funcs = template.FuncMap{
 	"datetime": func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04 UTC") },
+	"join": func(s []string) string {
+		out := ""
+		for i, x := range s {
+			if i > 0 {
+				out += ", "
+			}
+			out += x
+		}
+		return out
+	},
+	"lifetimes": func(maxDays int) []int {
+		var out []int
+		for _, d := range []int{1, 7, 30, 90} {
+			if d <= maxDays {
+				out = append(out, d)
+			}
+		}
+		return out
+	},
 }
 
 // NewRenderer parses the embedded templates.
