@@ -143,6 +143,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		TrustedProxies:     cfg.TrustedProxies,
 		ShutdownGrace:      cfg.ShutdownGrace,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
+		TokenMaxTTL:        cfg.TokenMaxTTL,
 		Version:            version,
 		Logger:             log,
 		Proxy: gateway.ProxyConfig{
