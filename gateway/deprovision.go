@@ -58,6 +58,15 @@ func (s *Server) recheck(ctx context.Context, d users.Due) {
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	next, err := s.rp.Refresh(rctx, d.RefreshToken)
+	// A sign-in while the check ran replaced the grant being checked: its
+	// outcome says nothing about the person now, and its rotated token
+	// must not overwrite the fresh one.
+	if now, gerr := s.users.Get(ctx, email); gerr == nil && now.LastLogin.After(d.Person.LastLogin) {
+		if err := s.users.Checked(ctx, email, ""); err != nil {
+			s.log.Warn("re-check: record success", "user", email, "err", err)
+		}
+		return
+	}
 	switch {
 	case err == nil:
 		if err := s.users.Checked(ctx, email, next); err != nil {

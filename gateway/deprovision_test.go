@@ -96,3 +96,33 @@ func TestAdminUsersView(t *testing.T) {
 		t.Errorf("admin CLI credential on /api/admin/users: %d", status)
 	}
 }
+
+// TestRecheckRacingSignIn: the grant being re-checked is refused, but the
+// person signed in again meanwhile: nothing of theirs is revoked.
+func TestRecheckRacingSignIn(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t), func(s *setup) { s.recheck = time.Minute; s.noBackchannel = true })
+	bob := devidp.DemoUsers()[1]
+	signedIn(t, h, bob)
+	h.clock.Add(2 * time.Minute) // due; ID tokens (1 h) still valid for the next sign-in
+	due, err := h.gw.users.Due(t.Context(), 10)
+	if err != nil || len(due) != 1 {
+		t.Fatalf("Due = %v, %v; want bob", due, err)
+	}
+	// The grant under check gets rotated away (so redeeming it now fails
+	// with invalid_grant), and bob signs in again with a fresh one.
+	if _, err := h.gw.rp.Refresh(t.Context(), due[0].RefreshToken); err != nil {
+		t.Fatalf("rotate bob's refresh token: %v", err)
+	}
+	h.clock.Add(time.Second)
+	again, _ := signedIn(t, h, bob)
+	tok := h.mint(t, tokens.IssueRequest{Email: "bob@example.com", Subject: "bob-sub"})
+
+	h.gw.recheck(t.Context(), due[0])
+
+	if status, _ := again.me(h); status != 200 {
+		t.Errorf("bob's fresh session after the stale re-check: %d, want 200", status)
+	}
+	if resp, body := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 200 {
+		t.Errorf("bob's token after the stale re-check: %d %s, want 200", resp.StatusCode, body)
+	}
+}
