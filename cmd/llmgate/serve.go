@@ -122,6 +122,9 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		return fmt.Errorf("start token service (is LLMGATE_REDIS_URL reachable?): %w", err)
 	}
 	defer tok.Close()
+	if err := redisconn.CheckVersion(startCtx, rdb); err != nil {
+		return err
+	}
 
 	upstreams, err := upstreamsOf(cfg)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,3 +134,35 @@ func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
 // SetLogger routes go-redis's internal messages to log. go-redis keeps one
 // logger per process, so only the command that wires the process calls it.
 func SetLogger(log *slog.Logger) { redis.SetLogger(slogLogger{log}) }
+
+// MinVersion is the oldest Redis llmgate works with: sessions use
+// PEXPIRE's NX/GT options (7.0).
+const MinVersion = 7
+
+// CheckVersion refuses a Redis server older than MinVersion with an error
+// that says so, instead of failing at the first sign-in. A server that
+// does not report its version (an embedded one) is accepted; call it once
+// Redis has answered.
+func CheckVersion(ctx context.Context, rdb redis.UniversalClient) error {
+	info, err := rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return nil // an embedded server without INFO server: nothing to check
+	}
+	return versionProblem(info)
+}
+
+// versionProblem reads redis_version from an INFO server answer.
+func versionProblem(info string) error {
+	for _, line := range strings.Split(info, "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "redis_version:")
+		if !ok {
+			continue
+		}
+		major, _, _ := strings.Cut(v, ".")
+		if n, err := strconv.Atoi(major); err == nil && n < MinVersion {
+			return fmt.Errorf("LLMGATE_REDIS_URL points at Redis %s; llmgate needs Redis %d or later", v, MinVersion)
+		}
+		return nil
+	}
+	return nil
+}

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/llmgate/llmgate/internal/redistest"
 )
 
 func TestValidate(t *testing.T) {
@@ -77,4 +79,34 @@ func TestNewShapes(t *testing.T) {
 	if c, _ := New(Config{URL: "redis://127.0.0.1:6379/3", PoolSize: 7}); c.(*redis.Client).Options().PoolSize != 7 || c.(*redis.Client).Options().DB != 3 {
 		t.Errorf("PoolSize or DB from the URL not applied: %+v", c.(*redis.Client).Options())
 	}
+}
+
+func TestVersionProblem(t *testing.T) {
+	tests := []struct {
+		info    string
+		wantErr bool
+	}{
+		{"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n", false},
+		{"# Server\r\nredis_version:8.2.1\r\n", false},
+		{"# Server\r\nredis_version:6.2.14\r\n", true},
+		{"# Server\r\nredis_version:5.0.7\r\n", true},
+		{"# Server\r\n", false}, // no version: an embedded server
+	}
+	for _, tt := range tests {
+		err := versionProblem(tt.info)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("versionProblem(%q) = %v, want error %v", tt.info, err, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "needs Redis 7") {
+			t.Errorf("versionProblem(%q) = %q, want it to name the minimum", tt.info, err)
+		}
+	}
+}
+
+func TestCheckVersion(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, s *redistest.Server) {
+		if err := CheckVersion(t.Context(), s.Client); err != nil {
+			t.Errorf("CheckVersion on %s: %v", s.Addr, err)
+		}
+	})
 }
