@@ -109,6 +109,44 @@ func (c *chrome) run(t *testing.T, step string, actions ...chromedp.Action) {
 	}
 }
 
+// present waits until sel is in the page the browser shows, across the
+// navigation that a click or submit starts: during it, queries against
+// the old document may fail, which only means "not yet".
+func present(sel string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		for {
+			var ok bool
+			err := chromedp.Evaluate(`document.readyState === "complete" && document.querySelector(`+"`"+sel+"`"+`) !== null`, &ok).Do(ctx)
+			if err == nil && ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for %s: %w", sel, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
+// gone waits until sel has left the page.
+func gone(sel string) chromedp.Action {
+	return chromedp.ActionFunc(func(ctx context.Context) error {
+		for {
+			var ok bool
+			err := chromedp.Evaluate(`document.readyState === "complete" && document.querySelector(`+"`"+sel+"`"+`) === null`, &ok).Do(ctx)
+			if err == nil && ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for %s to go: %w", sel, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // TestBrowserTokens: in a real Chromium, sign in through the provider's
 // form, create a token with the home page's form, use it on the proxy,
 // revoke it with its button; the next call is refused. No console errors
@@ -120,12 +158,12 @@ func TestBrowserTokens(t *testing.T) {
 
 	c.run(t, "open the provider's login form",
 		chromedp.Navigate(h.url+"/"),
-		chromedp.WaitVisible(`input[name=username]`, chromedp.ByQuery))
+		present(`input[name=username]`))
 	c.run(t, "sign in",
 		chromedp.SendKeys(`input[name=username]`, alice.Email, chromedp.ByQuery),
 		chromedp.SendKeys(`input[name=password]`, alice.Password, chromedp.ByQuery),
 		chromedp.Submit(`input[name=password]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#create-token`, chromedp.ByQuery))
+		present(`#create-token`))
 
 	var token, settings string
 	var copyHidden bool
@@ -133,7 +171,7 @@ func TestBrowserTokens(t *testing.T) {
 		chromedp.SendKeys(`#token-name`, "browser test", chromedp.ByQuery),
 		chromedp.SetValue(`#token-ttl`, "7d", chromedp.ByQuery),
 		chromedp.Click(`#create-token`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#new-token`, chromedp.ByQuery),
+		present(`#new-token`),
 		chromedp.Text(`#new-token`, &token, chromedp.ByQuery),
 		chromedp.Text(`#settings`, &settings, chromedp.ByQuery),
 		chromedp.Evaluate(`document.querySelector("button.copy").hidden`, &copyHidden))
@@ -150,8 +188,8 @@ func TestBrowserTokens(t *testing.T) {
 	var status string
 	c.run(t, "revoke it",
 		chromedp.Click(`button[aria-label="Revoke browser test"]`, chromedp.ByQuery),
-		chromedp.WaitNotPresent(`button[aria-label="Revoke browser test"]`, chromedp.ByQuery), // the page came back
-		chromedp.WaitVisible(`td.status`, chromedp.ByQuery),
+		gone(`button[aria-label="Revoke browser test"]`), // the page came back
+		present(`td.status`),
 		chromedp.Text(`td.status`, &status, chromedp.ByQuery))
 	if status != "revoked" {
 		t.Errorf("token status after Revoke: %q, want revoked", status)
@@ -164,7 +202,7 @@ func TestBrowserTokens(t *testing.T) {
 		chromedp.SendKeys(`#token-name`, "x", chromedp.ByQuery),
 		chromedp.Evaluate(`(() => { const o = document.createElement("option"); o.value = "365d"; o.selected = true; document.querySelector("#token-ttl").append(o); })()`, nil),
 		chromedp.Click(`#create-token`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#form-error`, chromedp.ByQuery),
+		present(`#form-error`),
 		chromedp.Text(`#form-error`, &tooLong, chromedp.ByQuery))
 	if !strings.Contains(tooLong, "maximum") {
 		t.Errorf("form error for 365 days: %q, want it to name the maximum", tooLong)
