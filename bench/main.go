@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/tokens"
 )
@@ -191,7 +192,7 @@ func run(ctx context.Context, o options) error {
 
 	// Bodies.
 	chatFile, largeFile := filepath.Join(dir, "chat.json"), filepath.Join(dir, "messages.json")
-	large := claudeCodeBody(o.bodyKiB << 10)
+	large := demoupstream.ClaudeCodeBody(o.bodyKiB << 10)
 	if err := os.WriteFile(chatFile, []byte(chatBody), 0o600); err != nil {
 		return err
 	}
