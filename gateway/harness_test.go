@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/internal/users"
@@ -82,24 +82,7 @@ type harness struct {
 	upstream *demoupstream.Server
 	redis    *redistest.Server
 	clock    *clock
-	logBuf   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logBuf   *logtest.Buffer
 }
 
 func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harness {
@@ -137,7 +120,7 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 	tb.Cleanup(func() { idp.Close() })
 
 	clk := &clock{}
-	logBuf := &syncBuffer{}
+	logBuf := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	scfg := st.sessions

@@ -3,8 +3,6 @@ package sessions_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -150,45 +148,8 @@ func (e *env) checkTTL(tb testing.TB, key string, until time.Time) {
 	}
 }
 
-// dump renders every key under the prefix with its value, for looking for
-// strings that must not be stored.
-func (e *env) dump(tb testing.TB) string {
-	tb.Helper()
-	ctx := context.Background()
-	c := e.srv.Client
-	var keys []string
-	iter := c.Scan(ctx, 0, e.srv.Prefix+"*", 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		tb.Fatalf("SCAN: %v", err)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		typ, err := c.Type(ctx, k).Result()
-		if err != nil {
-			tb.Fatalf("TYPE %s: %v", k, err)
-		}
-		var val any
-		switch typ {
-		case "string":
-			val, err = c.Get(ctx, k).Result()
-		case "zset":
-			val, err = c.ZRangeWithScores(ctx, k, 0, -1).Result()
-		case "set":
-			val, err = c.SMembers(ctx, k).Result()
-		default:
-			tb.Fatalf("key %s has unexpected type %s", k, typ)
-		}
-		if err != nil {
-			tb.Fatalf("read %s: %v", k, err)
-		}
-		fmt.Fprintf(&b, "%s %s = %v\n", typ, k, val)
-	}
-	return b.String()
-}
+// dump renders every key under the test's prefix with its value.
+func (e *env) dump(tb testing.TB) string { return e.srv.Dump(tb) }
 
 // counter is a go-redis hook counting commands by name.
 type counter struct {

@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/llmgate/llmgate/internal/devidp"
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/webtest"
 )
@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 type started struct {
 	cmd    *exec.Cmd
 	stdout *bufio.Reader
-	stderr *syncBuffer
+	stderr *logtest.Buffer
 	done   chan struct{} // closed when the process has exited
 }
 
@@ -56,7 +56,7 @@ func start(tb testing.TB, env []string, args ...string) *started {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	stderr := &syncBuffer{}
+	stderr := &logtest.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
@@ -71,24 +71,6 @@ func start(tb testing.TB, env []string, args ...string) *started {
 		}
 	})
 	return s
-}
-
-// syncBuffer collects a process's output; safe to read while it writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // stop sends SIGINT and returns the exit code and how long it took.

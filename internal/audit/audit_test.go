@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 )
 
@@ -143,7 +144,7 @@ func TestLogLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf logtest.Buffer
 			l := newLog(t, redistest.Mini(t), func(c *Config) {
 				c.Logger = slog.New(slog.NewJSONHandler(&buf, nil))
 			})
@@ -202,7 +203,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestInvalidWebhookURLDisablesWebhook(t *testing.T) {
-	var buf syncBuffer
+	var buf logtest.Buffer
 	l := newLog(t, redistest.Mini(t), func(c *Config) {
 		c.WebhookURL = "ftp://example.com/?token=s3cr3t"
 		c.Logger = textLogger(&buf)

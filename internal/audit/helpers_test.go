@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 )
 
@@ -34,25 +34,6 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
-// syncBuffer is a bytes.Buffer for a slog handler written by several
-// goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fast shortens every background delay so that tests run in milliseconds.
 func fast(c *Config) {
 	c.backoff = time.Millisecond
@@ -69,7 +50,7 @@ func fast(c *Config) {
 func newLog(tb testing.TB, srv *redistest.Server, opts ...func(*Config)) *Log {
 	tb.Helper()
 	// The Log's own lines (not the event lines) are shown if the test fails.
-	var buf syncBuffer
+	var buf logtest.Buffer
 	h := slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})
 	c := Config{Prefix: srv.Prefix, Now: newClock().Now, Logger: slog.New(skipEvents{h})}
 	fast(&c)
@@ -157,6 +138,6 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 }
 
 // textLogger returns a logger writing text lines at Debug and above to buf.
-func textLogger(buf *syncBuffer) *slog.Logger {
+func textLogger(buf *logtest.Buffer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }

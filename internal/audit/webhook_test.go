@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 )
 
@@ -190,7 +191,7 @@ func TestWebhookNeverLogsSecrets(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var buf syncBuffer
+			var buf logtest.Buffer
 			l := webhookLog(t, tt.url, func(c *Config) {
 				c.MaxAttempts = 3
 				c.Logger = textLogger(&buf)

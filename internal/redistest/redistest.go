@@ -11,9 +11,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -179,4 +182,51 @@ func (p *Proc) Stop() {
 	p.cmd.Process.Kill()
 	p.cmd.Wait()
 	p.cmd = nil
+}
+
+// Dump renders every key under the test's prefix with its type and value,
+// sorted by key, so a test can look for strings that must never be
+// stored (cookie values, tokens, states).
+func (s *Server) Dump(tb testing.TB) string {
+	tb.Helper()
+	ctx := context.Background()
+	c := s.Client
+	var keys []string
+	iter := c.Scan(ctx, 0, s.Prefix+"*", 100).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		tb.Fatalf("SCAN: %v", err)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		typ, err := c.Type(ctx, k).Result()
+		if err != nil {
+			tb.Fatalf("TYPE %s: %v", k, err)
+		}
+		var val any
+		switch typ {
+		case "string":
+			val, err = c.Get(ctx, k).Result()
+		case "zset":
+			val, err = c.ZRangeWithScores(ctx, k, 0, -1).Result()
+		case "set":
+			val, err = c.SMembers(ctx, k).Result()
+		case "hash":
+			val, err = c.HGetAll(ctx, k).Result()
+		case "list":
+			val, err = c.LRange(ctx, k, 0, -1).Result()
+		case "stream":
+			val, err = c.XRange(ctx, k, "-", "+").Result()
+		default:
+			tb.Fatalf("key %s has unexpected type %s", k, typ)
+		}
+		if err != nil {
+			tb.Fatalf("read %s: %v", k, err)
+		}
+		fmt.Fprintf(&b, "%s %s = %v\n", typ, k, val)
+	}
+	return b.String()
 }

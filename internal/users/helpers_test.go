@@ -1,16 +1,14 @@
 package users_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/users"
 	"github.com/redis/go-redis/v9"
@@ -28,7 +26,7 @@ type env struct {
 	srv  *redistest.Server
 	mu   sync.Mutex
 	now  time.Time
-	logs *syncBuffer
+	logs *logtest.Buffer
 }
 
 func newEnv(tb testing.TB, srv *redistest.Server) *env {
@@ -36,7 +34,7 @@ func newEnv(tb testing.TB, srv *redistest.Server) *env {
 	return &env{
 		srv:  srv,
 		now:  time.Date(2030, 1, 2, 3, 4, 5, 6000, time.UTC),
-		logs: &syncBuffer{},
+		logs: &logtest.Buffer{},
 	}
 }
 
@@ -118,63 +116,8 @@ func due(tb testing.TB, s *users.Store, limit int) map[string]string {
 // key is the full name of a key of the store under the test's prefix.
 func (e *env) key(name string) string { return e.srv.Prefix + name }
 
-// dump renders every key under the prefix with its value, for looking for
-// strings that must not be stored.
-func (e *env) dump(tb testing.TB) string {
-	tb.Helper()
-	ctx := context.Background()
-	c := e.srv.Client
-	var keys []string
-	iter := c.Scan(ctx, 0, e.srv.Prefix+"*", 100).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		tb.Fatalf("SCAN: %v", err)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		typ, err := c.Type(ctx, k).Result()
-		if err != nil {
-			tb.Fatalf("TYPE %s: %v", k, err)
-		}
-		var val any
-		switch typ {
-		case "string":
-			val, err = c.Get(ctx, k).Result()
-		case "zset":
-			val, err = c.ZRangeWithScores(ctx, k, 0, -1).Result()
-		case "hash":
-			val, err = c.HGetAll(ctx, k).Result()
-		default:
-			tb.Fatalf("key %s has unexpected type %s", k, typ)
-		}
-		if err != nil {
-			tb.Fatalf("read %s: %v", k, err)
-		}
-		fmt.Fprintf(&b, "%s %s = %v\n", typ, k, val)
-	}
-	return b.String()
-}
-
-// syncBuffer is a bytes.Buffer safe for the stores' background loggers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// dump renders every key under the test's prefix with its value.
+func (e *env) dump(tb testing.TB) string { return e.srv.Dump(tb) }
 
 // gate is a go-redis hook that counts commands and, while closed, fails
 // them without sending them.
