@@ -182,7 +182,7 @@ func anthropicPath(path string) bool {
 
 // proxy verifies and forwards one API call (SPEC §4).
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
-	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path)}
+	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path), clientIP: s.clientIP(r)}
 	s.securityHeadersAPI(w)
 
 	if !s.proxyCfg.FailOpen && !s.tokens.Healthy() {
@@ -211,7 +211,6 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		return
 	}
 	c.claims = cl
-	c.clientIP = s.clientIP(r)
 	if !s.recentLogin(cl) {
 		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "login_required",
 			fmt.Sprintf("API tokens need a sign-in within %s: sign in again at %s, then retry", duration.Format(s.cfg.RequireLoginWithin), s.cfg.PublicURL), "no recent sign-in")
@@ -487,7 +486,7 @@ func streamErrorEvent(anthropic bool) []byte {
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	c, _ := r.Context().Value(callKey{}).(*call)
 	if c == nil {
-		c = &call{start: time.Now(), anthropic: anthropicPath(r.URL.Path)}
+		c = &call{start: time.Now(), anthropic: anthropicPath(r.URL.Path), clientIP: s.clientIP(r)}
 	}
 	if errors.Is(r.Context().Err(), context.Canceled) {
 		// The client went away; nobody is listening.

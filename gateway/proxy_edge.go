@@ -40,7 +40,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, status 
 	c.status = status
 	s.metrics.refusals.WithLabelValues(code).Inc()
 	if status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusTooManyRequests {
-		e := audit.Event{Type: audit.TypeAPIRefused, IP: s.clientIP(r), Status: status, Reason: reason,
+		e := audit.Event{Type: audit.TypeAPIRefused, IP: c.clientIP, Status: status, Reason: reason,
 			Details: map[string]string{"code": code, "path": r.URL.Path}}
 		if c.claims != nil {
 			e.Email, e.TokenID = c.claims.Email, c.claims.ID
@@ -56,7 +56,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, status 
 // through (refused, failed or abandoned).
 func (s *Server) logCall(r *http.Request, c *call, reason string) {
 	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", c.status, "upstream", c.upName(),
-		"duration_ms", float64(time.Since(c.start).Microseconds()) / 1000, "client_ip", s.clientIP(r), "reason", reason}
+		"duration_ms", float64(time.Since(c.start).Microseconds()) / 1000, "client_ip", c.clientIP, "reason", reason}
 	if c.claims != nil {
 		attrs = append(attrs, "user", c.claims.Email, "token_id", c.claims.ID)
 	}
