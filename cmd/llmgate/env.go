@@ -193,7 +193,7 @@ func (c *cli) exports(server, token, note string, o envOptions) int {
 	if what == "" {
 		what = "openai and anthropic"
 	}
-	fmt.Fprintf(c.stdout, "# llmgate %s: %s for %s, using %s\n", what, server, what, note)
+	fmt.Fprintf(c.stdout, "# llmgate: %s settings for %s, using %s\n", what, server, note)
 	for _, v := range vars {
 		fmt.Fprintln(c.stdout, exportLine(o.shell, v.name, v.value))
 	}
