@@ -107,8 +107,11 @@ func cmdLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	} else {
 		res, err = c.loopbackLogin(ctx, o)
 	}
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
 		err = fmt.Errorf("sign-in did not finish within %v: run 'llmgate login' again", o.timeout)
+	case errors.Is(err, context.Canceled):
+		err = errors.New("cancelled; nothing was stored")
 	}
 	if err != nil {
 		return c.fail("login", err)
