@@ -136,6 +136,9 @@ func cmdLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	fmt.Fprintf(stdout, "Signed in to %s as %s. The credential expires %s and is stored in %s.\n",
 		o.server, res.Email, formatTime(cred.ExpiresAt), path)
+	if c.getenv(envToken) != "" {
+		fmt.Fprintf(stderr, "Note: %s is set and takes precedence over the stored credential; unset it to use this one.\n", envToken)
+	}
 	return exitOK
 }
 

@@ -263,3 +263,52 @@ func TestHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestLogout revokes the stored credential on the gateway and deletes it,
+// leaving other gateways' credentials alone.
+func TestLogout(t *testing.T) {
+	t.Parallel()
+	g := startGateway(t)
+	cred, rec := g.credential(t, "bob@example.com")
+	u := newUser(t)
+	other := "https://other.example.com"
+	u.signIn(t, other, "other-token", tokens.Record{ID: "other-id", Email: "bob@example.com", ExpiresAt: time.Now().Add(time.Hour)})
+	u.signIn(t, g.url, cred, rec)
+
+	r := u.run(t, "logout")
+	if r.code != 0 || !strings.Contains(r.stdout, "Signed out of "+g.url) {
+		t.Fatalf("logout: %v", r)
+	}
+	if s := proxyStatus(t, g.url, cred); s != http.StatusUnauthorized {
+		t.Errorf("the credential on the proxy after logout: %d, want 401 (revoked)", s)
+	}
+	f, err := loadCredentials(u.credsPath())
+	if err != nil || f.Servers[g.url] != nil || f.Servers[other] == nil || f.Servers[other].Token != "other-token" {
+		t.Errorf("credentials after logout = %+v (%v), want only %s's left", f.Servers, err, other)
+	}
+	if r := u.run(t, "logout", "--server", g.url); r.code != 1 || !strings.Contains(r.stderr, "not signed in to "+g.url) {
+		t.Errorf("second logout: %v\nwant exit 1, not signed in", r)
+	}
+
+	// A credential the gateway already refuses is simply deleted.
+	cred2, rec2 := g.credential(t, "bob@example.com")
+	u.signIn(t, g.url, cred2, rec2)
+	if _, err := g.tokens.Revoke(t.Context(), rec2.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if r := u.run(t, "logout", "--server", g.url); r.code != 0 {
+		t.Errorf("logout with an already revoked credential: %v\nwant exit 0", r)
+	}
+
+	// The gateway is unreachable: deleted here, and the person is told to
+	// revoke it elsewhere.
+	gone := closedPort(t)
+	u.signIn(t, gone, "gone-token", tokens.Record{ID: "gone-id", Email: "bob@example.com", ExpiresAt: time.Now().Add(time.Hour)})
+	r = u.run(t, "logout", "--server", gone)
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the gateway") || !strings.Contains(r.stderr, "gone-id") {
+		t.Errorf("logout with the gateway down: %v\nwant exit 1, naming the token id to revoke", r)
+	}
+	if f, _ := loadCredentials(u.credsPath()); f.Servers[gone] != nil {
+		t.Errorf("logout with the gateway down kept the credential")
+	}
+}
