@@ -205,6 +205,9 @@ func (c *cli) loopbackLogin(ctx context.Context, o loginOptions) (*loginResult, 
 			fmt.Fprintf(c.stderr, "(could not open a browser: %v; open the URL yourself, or use --device)\n", err)
 		}
 	}
+	if c.getenv("SSH_CONNECTION") != "" {
+		fmt.Fprintln(c.stderr, "(Over SSH the browser must run on this machine to reach 127.0.0.1; if it cannot, Ctrl-C and use --device.)")
+	}
 	fmt.Fprintln(c.stderr, "Waiting for the browser… (Ctrl-C cancels)")
 
 	for {
