@@ -438,4 +438,3 @@ func TestNormalizeServer(t *testing.T) {
 		}
 	}
 }
-
