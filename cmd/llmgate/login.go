@@ -101,6 +101,9 @@ func cmdLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
+	if err := c.preflight(ctx, o.server); err != nil {
+		return c.fail("login", err)
+	}
 	var res *loginResult
 	if o.device {
 		res, err = c.deviceLogin(ctx, o)
@@ -140,6 +143,27 @@ func cmdLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "Note: %s is set and takes precedence over the stored credential; unset it to use this one.\n", envToken)
 	}
 	return exitOK
+}
+
+// preflight checks that the gateway answers before a browser is sent to
+// it: GET /healthz. Only getting no answer at all stops the sign-in.
+func (c *cli) preflight(ctx context.Context, server string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("User-Agent", userAgent())
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return unreachable(server+"/healthz", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(c.stderr, "warning: %s/healthz answered %s; is %s the llmgate URL?\n", server, resp.Status, server)
+	}
+	return nil
 }
 
 // randomString is n random bytes, base64url without padding.

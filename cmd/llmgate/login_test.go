@@ -127,6 +127,7 @@ type contractServer struct {
 func newContractServer(tb testing.TB) *contractServer {
 	cs := &contractServer{interval: 1, exchangeAnswer: "ok"}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("POST /api/device/code", func(w http.ResponseWriter, r *http.Request) {
 		r.ParseForm()
 		cs.mu.Lock()
@@ -372,8 +373,13 @@ func TestLoginUsage(t *testing.T) {
 		t.Errorf("login --server ftp://x: %v\nwant exit 2", r)
 	}
 	r := u.run(t, "login", "--server", closedPort(t), "--device")
-	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the gateway") || !strings.Contains(r.stderr, "/api/device/code") {
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the gateway") || !strings.Contains(r.stderr, "/healthz") {
 		t.Errorf("login --device against nothing: %v\nwant exit 1 naming the URL", r)
+	}
+	down := closedPort(t)
+	r = u.run(t, "login", "--server", down, "--no-browser")
+	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the gateway at "+down+"/healthz") || strings.Contains(r.stderr, "/cli/authorize") {
+		t.Errorf("login against nothing: %v\nwant exit 1 naming the URL, before any browser is sent there", r)
 	}
 	if r := u.run(t, "logout"); r.code != 1 || !strings.Contains(r.stderr, "not signed in") {
 		t.Errorf("logout when not signed in: %v\nwant exit 1, not signed in", r)
