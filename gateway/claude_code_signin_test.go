@@ -293,3 +293,43 @@ func TestClaudeCodeRefreshRechecks(t *testing.T) {
 		t.Errorf("refresh after leaving the allowed group: %d %v, want 401 invalid_grant", resp.StatusCode, out)
 	}
 }
+
+// TestOAuthStoreOutage: with Redis down the token endpoints answer 503
+// temporarily_unavailable and consume nothing: once Redis is back, the
+// same refresh token, code and device code still work.
+func TestOAuthStoreOutage(t *testing.T) {
+	p := redistest.Process(t)
+	h := newHarness(t, p.Server)
+	bob, _ := signedIn(t, h, devidp.DemoUsers()[1])
+	tok := h.claudeCodeSignIn(t, bob)
+	l := newLoopback(t)
+	code := bob.approveLoopback(h, l, "approve").URL.Query().Get("code")
+	dev := h.deviceCode(t, "/api/device/code", nil, nil)
+	bob.decideDevice(h, str(dev, "verification_uri_complete"), "approve")
+
+	p.Stop()
+	waitFor(t, "the token service to notice the outage", func() bool { return !h.tokens.Healthy() })
+	for name, call := range map[string]func() (*http.Response, map[string]any){
+		"refresh":        func() (*http.Response, map[string]any) { return h.refresh(t, str(tok, "refresh_token")) },
+		"code exchange":  func() (*http.Response, map[string]any) { return h.exchange(t, l, code) },
+		"device poll":    func() (*http.Response, map[string]any) { return h.poll(t, "/oauth/token", str(dev, "device_code")) },
+		"device code":    func() (*http.Response, map[string]any) { return h.oauthPost(t, "/api/device/code", nil, nil) },
+		"revoke refresh": func() (*http.Response, map[string]any) { return h.oauthPost(t, "/oauth/revoke", url.Values{"token": {str(tok, "refresh_token")}}, nil) },
+	} {
+		if resp, out := call(); resp.StatusCode != http.StatusServiceUnavailable || out["error"] != "temporarily_unavailable" {
+			t.Errorf("%s with Redis down: %d %v, want 503 temporarily_unavailable", name, resp.StatusCode, out)
+		}
+	}
+
+	p.Start()
+	waitFor(t, "Redis back", func() bool { return h.tokens.Healthy() })
+	if resp, out := h.refresh(t, str(tok, "refresh_token")); resp.StatusCode != http.StatusOK {
+		t.Errorf("refresh after the outage: %d %v, want 200 (nothing consumed)", resp.StatusCode, out)
+	}
+	if resp, out := h.exchange(t, l, code); resp.StatusCode != http.StatusOK {
+		t.Errorf("code exchange after the outage: %d %v, want 200", resp.StatusCode, out)
+	}
+	if resp, out := h.poll(t, "/oauth/token", str(dev, "device_code")); resp.StatusCode != http.StatusOK {
+		t.Errorf("device poll after the outage: %d %v, want 200", resp.StatusCode, out)
+	}
+}
