@@ -310,11 +310,13 @@ func TestOAuthStoreOutage(t *testing.T) {
 	p.Stop()
 	waitFor(t, "the token service to notice the outage", func() bool { return !h.tokens.Healthy() })
 	for name, call := range map[string]func() (*http.Response, map[string]any){
-		"refresh":        func() (*http.Response, map[string]any) { return h.refresh(t, str(tok, "refresh_token")) },
-		"code exchange":  func() (*http.Response, map[string]any) { return h.exchange(t, l, code) },
-		"device poll":    func() (*http.Response, map[string]any) { return h.poll(t, "/oauth/token", str(dev, "device_code")) },
-		"device code":    func() (*http.Response, map[string]any) { return h.oauthPost(t, "/api/device/code", nil, nil) },
-		"revoke refresh": func() (*http.Response, map[string]any) { return h.oauthPost(t, "/oauth/revoke", url.Values{"token": {str(tok, "refresh_token")}}, nil) },
+		"refresh":       func() (*http.Response, map[string]any) { return h.refresh(t, str(tok, "refresh_token")) },
+		"code exchange": func() (*http.Response, map[string]any) { return h.exchange(t, l, code) },
+		"device poll":   func() (*http.Response, map[string]any) { return h.poll(t, "/oauth/token", str(dev, "device_code")) },
+		"device code":   func() (*http.Response, map[string]any) { return h.oauthPost(t, "/api/device/code", nil, nil) },
+		"revoke refresh": func() (*http.Response, map[string]any) {
+			return h.oauthPost(t, "/oauth/revoke", url.Values{"token": {str(tok, "refresh_token")}}, nil)
+		},
 	} {
 		if resp, out := call(); resp.StatusCode != http.StatusServiceUnavailable || out["error"] != "temporarily_unavailable" {
 			t.Errorf("%s with Redis down: %d %v, want 503 temporarily_unavailable", name, resp.StatusCode, out)
