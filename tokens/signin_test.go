@@ -164,3 +164,30 @@ func TestSignInRevokedBy(t *testing.T) {
 		verifyOK(t, s, si.AccessToken)
 	})
 }
+
+// TestRevokeCredentialExpiredAccess: Claude Code's /logout may post an
+// access token that has expired; it still ends its sign-in.
+func TestRevokeCredentialExpiredAccess(t *testing.T) {
+	srv := redistest.Mini(t)
+	ctx := context.Background()
+	clk := newClock()
+	s := newService(t, srv, withClock(clk))
+	si := startSignIn(t, s, "erin@example.com")
+	clk.Advance(2 * time.Hour)
+	if _, err := s.Verify(ctx, si.AccessToken, ScopeLLM); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Verify after 2h: %v, want ErrExpired", err)
+	}
+	rec, err := s.RevokeCredential(ctx, si.AccessToken, "oauth/revoke")
+	if err != nil || rec.ID != si.Record.ID || rec.RevokedAt.IsZero() {
+		t.Fatalf("RevokeCredential(expired access token) = %+v, %v; want the sign-in revoked", rec, err)
+	}
+	if _, err := s.Refresh(ctx, RefreshRequest{Token: si.RefreshToken, AccessTTL: time.Hour}); !errors.Is(err, ErrInvalidGrant) {
+		t.Errorf("refresh after revoking by the expired access token: %v, want ErrInvalidGrant", err)
+	}
+	// A token signed by someone else is not ours to revoke.
+	other := newService(t, redistest.Mini(t))
+	foreign := startSignIn(t, other, "erin@example.com")
+	if _, err := s.RevokeCredential(ctx, foreign.AccessToken, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("RevokeCredential(token of another deployment): %v, want ErrNotFound", err)
+	}
+}
