@@ -49,13 +49,16 @@ func (l *lastUsed) get(id string) (int64, bool) {
 	return ms, ok
 }
 
+// take returns the queued times and starts a new queue; nil when none are
+// queued (never the live map, which note keeps writing).
 func (l *lastUsed) take() map[string]int64 {
 	l.mu.Lock()
-	p := l.pending
-	if len(p) > 0 {
-		l.pending = make(map[string]int64, len(p))
+	defer l.mu.Unlock()
+	if len(l.pending) == 0 {
+		return nil
 	}
-	l.mu.Unlock()
+	p := l.pending
+	l.pending = make(map[string]int64, len(p))
 	return p
 }
 
