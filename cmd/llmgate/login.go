@@ -234,22 +234,17 @@ func (c *cli) loopbackLogin(ctx context.Context, o loginOptions) (*loginResult, 
 	}
 	fmt.Fprintln(c.stderr, "Waiting for the browser… (Ctrl-C cancels)")
 
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case out := <-outcomes:
-			if out.err != nil {
-				out.done <- out.err
-				return nil, out.err
-			}
-			res, err := c.exchangeCode(ctx, o.server, out.code, verifier, redirectURI)
-			out.done <- err
-			if err != nil {
-				return nil, err
-			}
-			return res, nil
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case out := <-outcomes:
+		if out.err != nil {
+			out.done <- out.err
+			return nil, out.err
 		}
+		res, err := c.exchangeCode(ctx, o.server, out.code, verifier, redirectURI)
+		out.done <- err
+		return res, err
 	}
 }
 
@@ -263,7 +258,7 @@ var callbackPage = template.Must(template.New("callback").Parse(`<!doctype html>
 // Only the first answer with the right state counts; anything else gets a
 // page saying what is wrong and does not end the wait.
 func callbackHandler(state string, outcomes chan<- callbackOutcome) http.Handler {
-	var taken = make(chan struct{}, 1)
+	taken := make(chan struct{}, 1)
 	page := func(w http.ResponseWriter, status int, heading, msg string) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")

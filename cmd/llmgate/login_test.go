@@ -133,9 +133,10 @@ func newContractServer(tb testing.TB) *contractServer {
 		cs.mu.Lock()
 		cs.codeForm, cs.issued = r.PostForm, time.Now()
 		cs.mu.Unlock()
+		base := "http://" + r.Host
 		writeJSON(w, 200, map[string]any{
 			"device_code": "dev-code-123", "user_code": "BCDF-GHJK",
-			"verification_uri": cs.URL + "/device", "verification_uri_complete": cs.URL + "/device?user_code=BCDFGHJK",
+			"verification_uri": base + "/device", "verification_uri_complete": base + "/device?user_code=BCDFGHJK",
 			"expires_in": 600, "interval": cs.interval,
 		})
 	})
@@ -205,7 +206,9 @@ func TestDeviceLoginPolling(t *testing.T) {
 	t.Run("approved after pending and slow_down", func(t *testing.T) {
 		t.Parallel()
 		cs := newContractServer(t)
+		cs.mu.Lock()
 		cs.script = []string{"authorization_pending", "slow_down", "ok"}
+		cs.mu.Unlock()
 		u := newUser(t)
 		r := u.run(t, "login", "--server", cs.URL, "--device", "--name", "laptop")
 		if r.code != 0 {
@@ -243,7 +246,9 @@ func TestDeviceLoginPolling(t *testing.T) {
 		t.Run(tt.answer, func(t *testing.T) {
 			t.Parallel()
 			cs := newContractServer(t)
+			cs.mu.Lock()
 			cs.script = []string{"authorization_pending", tt.answer}
+			cs.mu.Unlock()
 			u := newUser(t)
 			r := u.run(t, "login", "--server", cs.URL, "--device")
 			if r.code != 1 || !strings.Contains(r.stderr, tt.want) {
@@ -327,7 +332,9 @@ func TestLoopbackLoginContract(t *testing.T) {
 	t.Run("code refused", func(t *testing.T) {
 		t.Parallel()
 		cs := newContractServer(t)
+		cs.mu.Lock()
 		cs.exchangeAnswer = "invalid_grant"
+		cs.mu.Unlock()
 		u := newUser(t)
 		b, au := loopbackStart(t, u, cs.URL)
 		q := au.Query()
