@@ -39,9 +39,8 @@ func (s *Server) renderHome(c *gin.Context, status int, created *ui.NewToken, fo
 		}
 		rows = append(rows, row)
 	}
-	c.Header("Cache-Control", "no-store")
 	s.render(c, status, ui.HomePage{
-		Layout:         ui.Layout{Title: "Home", User: currentUser(c), CSRFToken: s.csrfToken(c)},
+		Layout:         s.layout(c, "Tokens", "tokens"),
 		SessionExpires: sess.ExpiresAt,
 		BaseURL:        s.cfg.PublicURL.String(),
 		Tokens:         rows,
@@ -105,7 +104,7 @@ func (s *Server) handleUIRevokeToken(c *gin.Context) {
 		return
 	}
 	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: sess.Email, Email: sess.Email, TokenID: id, IP: c.ClientIP()})
-	c.Redirect(http.StatusSeeOther, "/")
+	s.doneTo(c, "/", "Token “"+rec.Name+"” revoked: calls with it are refused from now on.")
 }
 
 // meResponse is GET /api/me.

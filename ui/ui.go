@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -35,6 +36,12 @@ type Layout struct {
 	Title     string
 	User      *User  // nil when nobody is signed in
 	CSRFToken string // for the sign-out form
+	// Section is the navigation entry to mark as current: "tokens",
+	// "usage", "admin-sessions", "admin-tokens", "admin-users",
+	// "admin-usage", "admin-audit".
+	Section string
+	// Flash says what the last action did (after a redirect).
+	Flash string
 }
 
 // User is the signed-in person as pages show them.
@@ -134,10 +141,10 @@ func NewRenderer() (*Renderer, error) {
 	r := &Renderer{pages: map[string]*template.Template{}}
 	for _, n := range names {
 		base := n[len("templates/"):]
-		if base == "layout.html" {
-			continue
+		if base == "layout.html" || strings.HasPrefix(base, "_") {
+			continue // the frame and partials, parsed with every page
 		}
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/_*.html", n)
 		if err != nil {
 			return nil, fmt.Errorf("parse template %s: %w", base, err)
 		}
