@@ -23,7 +23,11 @@ const flashCookie = "llmgate-flash"
 // (read once).
 func (s *Server) layout(c *gin.Context, title, section string) ui.Layout {
 	c.Header("Cache-Control", "no-store")
-	return ui.Layout{Title: title, User: currentUser(c), CSRFToken: s.csrfToken(c), Section: section, Flash: s.takeFlash(c)}
+	l := ui.Layout{Title: title, User: currentUser(c), CSRFToken: s.csrfToken(c), Section: section, Flash: s.takeFlash(c)}
+	if rest, ok := strings.CutPrefix(l.Flash, "!"); ok {
+		l.Flash, l.FlashError = rest, true
+	}
+	return l
 }
 
 func (s *Server) flashMAC(sessionID, msg string) string {
@@ -33,7 +37,7 @@ func (s *Server) flashMAC(sessionID, msg string) string {
 }
 
 // doneTo ends a form's action: a 303 to back (a local path, else "/")
-// with msg shown there once.
+// with msg shown there once; a msg starting with "!" is shown as an error.
 func (s *Server) doneTo(c *gin.Context, back, msg string) {
 	if sess := currentSession(c); sess != nil && msg != "" {
 		v := base64.RawURLEncoding.EncodeToString([]byte(msg)) + "." + s.flashMAC(sess.ID, msg)

@@ -41,3 +41,7 @@ func USD(v float64) string {
 	}
 	return "$" + strconv.FormatFloat(v, 'f', 4, 64)
 }
+
+func init() {
+	funcs["inout"] = func(r UsageRow) float64 { return float64(r.InputTokens + r.OutputTokens) }
+}

@@ -42,6 +42,8 @@ type Layout struct {
 	Section string
 	// Flash says what the last action did (after a redirect).
 	Flash string
+	// FlashError marks a Flash that says an action was refused.
+	FlashError bool
 }
 
 // User is the signed-in person as pages show them.
