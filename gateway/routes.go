@@ -55,6 +55,8 @@ func (s *Server) routes() error {
 	uiAdmin.POST("/users/unblock", s.handleUIAdminUnblock)
 	uiAdmin.GET("/tokens", s.handleUIAdminTokens)
 	uiAdmin.POST("/tokens/:id/revoke", s.handleUIAdminRevokeToken)
+	uiAdmin.GET("/usage", s.handleUIAdminUsage)
+	uiAdmin.GET("/usage.csv", s.handleUIAdminUsageCSV)
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)

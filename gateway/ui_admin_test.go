@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/csv"
 	"net/http"
 	"net/url"
 	"strings"
@@ -111,7 +112,7 @@ func TestUIAdminRefusals(t *testing.T) {
 	users := devidp.DemoUsers()
 	alice, _ := signedIn(t, h, users[0])
 	bob, bobCSRF := signedIn(t, h, users[1])
-	pages := []string{"/ui/admin/sessions", "/ui/admin/users", "/ui/admin/tokens"}
+	pages := []string{"/ui/admin/sessions", "/ui/admin/users", "/ui/admin/tokens", "/ui/admin/usage", "/ui/admin/usage.csv"}
 	for _, path := range pages {
 		body := bob.page(h, path, http.StatusForbidden)
 		if !strings.Contains(body, "<h1>Access refused</h1>") || !strings.Contains(body, "bob@example.com is not one") {
@@ -179,4 +180,67 @@ func TestUIAdminTokens(t *testing.T) {
 		t.Error("status=revoked does not list exactly the revoked token")
 	}
 	alice.page(h, "/ui/admin/tokens?status=bogus", http.StatusBadRequest)
+}
+
+// TestUIAdminUsage: the admin usage page shows each person's calls per
+// model; the CSV download is an attachment whose cells cannot run as
+// spreadsheet formulas, whatever a caller names their model.
+func TestUIAdminUsage(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t))
+	alice, _ := signedIn(t, h, devidp.DemoUsers()[0])
+	bobTok := h.mint(t, tokens.IssueRequest{Email: "bob@example.com", Subject: "bob-sub"})
+	evil := `=HYPERLINK("http://evil.example","x")`
+	for _, body := range []string{chatBody, `{"model":"` + strings.ReplaceAll(evil, `"`, `\"`) + `","messages":[{"role":"user","content":"hi"}]}`} {
+		if resp, out := h.api(t, "POST", "/v1/chat/completions", body, bearer(bobTok)); resp.StatusCode != http.StatusOK {
+			t.Fatalf("bob's call: %d %s", resp.StatusCode, out)
+		}
+	}
+	var page string
+	waitFor(t, "usage recorded", func() bool {
+		page = alice.page(h, "/ui/admin/usage?days=7", http.StatusOK)
+		return strings.Contains(page, `<dd id="total-requests">2</dd>`)
+	})
+	for _, want := range []string{
+		`<td>bob@example.com</td><td>gpt-4o-mini</td><td class="num">1</td>`,
+		`aria-label="Requests per day over the last 7 days (everyone)"`,
+		`href="/ui/admin/usage.csv?days=7"`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("admin usage page lacks %s", want)
+		}
+	}
+	if page := alice.page(h, "/ui/admin/usage?days=7&email=carol%40example.com", http.StatusOK); strings.Contains(page, "gpt-4o-mini") {
+		t.Error("usage filtered to carol shows bob's calls")
+	}
+
+	p := alice.Get(h.url + "/ui/admin/usage.csv?days=7")
+	if p.Status != http.StatusOK || !strings.HasPrefix(p.Header.Get("Content-Type"), "text/csv") ||
+		!strings.HasPrefix(p.Header.Get("Content-Disposition"), `attachment; filename="llmgate-usage-`) {
+		t.Fatalf("CSV: %d %q %q", p.Status, p.Header.Get("Content-Type"), p.Header.Get("Content-Disposition"))
+	}
+	rows, err := csv.NewReader(strings.NewReader(p.Body)).ReadAll()
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("CSV: %v, %d rows, want a header and 2 rows\n%s", err, len(rows), p.Body)
+	}
+	if strings.Join(rows[0], ",") != "day,email,model,requests,input_tokens,output_tokens,cost_usd,cost_unknown_requests" {
+		t.Errorf("CSV header %v", rows[0])
+	}
+	for _, r := range rows[1:] {
+		for _, cell := range r {
+			if cell != "" && strings.ContainsRune("=+-@", rune(cell[0])) {
+				t.Errorf("CSV cell %q starts like a formula", cell)
+			}
+		}
+	}
+	if !strings.Contains(p.Body, `'`+strings.ReplaceAll(evil, `"`, `""`)) {
+		t.Errorf("CSV lacks the defused model name\n%s", p.Body)
+	}
+}
+
+func TestCSVSafe(t *testing.T) {
+	got := csvSafe("=1+1", "+x", "-2", "@SUM(A1)", "\tx", "plain", "", "2026-11-25")
+	want := []string{"'=1+1", "'+x", "'-2", "'@SUM(A1)", "'\tx", "plain", "", "2026-11-25"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("csvSafe = %q, want %q", got, want)
+	}
 }
