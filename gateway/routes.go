@@ -57,6 +57,7 @@ func (s *Server) routes() error {
 	uiAdmin.POST("/tokens/:id/revoke", s.handleUIAdminRevokeToken)
 	uiAdmin.GET("/usage", s.handleUIAdminUsage)
 	uiAdmin.GET("/usage.csv", s.handleUIAdminUsageCSV)
+	uiAdmin.GET("/audit", s.handleUIAdminAudit)
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)

@@ -112,7 +112,7 @@ func TestUIAdminRefusals(t *testing.T) {
 	users := devidp.DemoUsers()
 	alice, _ := signedIn(t, h, users[0])
 	bob, bobCSRF := signedIn(t, h, users[1])
-	pages := []string{"/ui/admin/sessions", "/ui/admin/users", "/ui/admin/tokens", "/ui/admin/usage", "/ui/admin/usage.csv"}
+	pages := []string{"/ui/admin/sessions", "/ui/admin/users", "/ui/admin/tokens", "/ui/admin/usage", "/ui/admin/usage.csv", "/ui/admin/audit"}
 	for _, path := range pages {
 		body := bob.page(h, path, http.StatusForbidden)
 		if !strings.Contains(body, "<h1>Access refused</h1>") || !strings.Contains(body, "bob@example.com is not one") {
@@ -243,4 +243,41 @@ func TestCSVSafe(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("csvSafe = %q, want %q", got, want)
 	}
+}
+
+// TestUIAdminAudit: the audit page lists events newest first, filters by
+// person and type, and pages back with Older.
+func TestUIAdminAudit(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t))
+	alice, _ := signedIn(t, h, devidp.DemoUsers()[0])
+	bob, _ := signedIn(t, h, devidp.DemoUsers()[1])
+	for range pageSize + 5 {
+		h.mint(t, tokens.IssueRequest{})   // not audited: minted below the gateway
+		bob.Get(h.url + "/ui/admin/users") // audited: admin.denied
+	}
+	var page string
+	waitFor(t, "the refusals stored", func() bool {
+		page = alice.page(h, "/ui/admin/audit?type=admin.denied&email=bob%40example.com", http.StatusOK)
+		return strings.Count(page, `<span class="pill refusal">admin.denied</span>`) == pageSize
+	})
+	if !strings.Contains(page, `<option value="admin.denied" selected>`) || !strings.Contains(page, `value="bob@example.com"`) {
+		t.Error("the audit page does not show its filters")
+	}
+	older, _, _ := strings.Cut(page, `" id="older">`)
+	older = older[strings.LastIndex(older, `href="`)+len(`href="`):]
+	if older == "" {
+		t.Fatalf("no Older link after a full page\n%s", page)
+	}
+	page = alice.page(h, strings.ReplaceAll(older, "&amp;", "&"), http.StatusOK)
+	if n := strings.Count(page, `admin.denied</span>`); n != 5 {
+		t.Errorf("the older page holds %d refusals, want 5", n)
+	}
+	if !strings.Contains(page, "← Newest") || strings.Contains(page, `id="older"`) {
+		t.Error("the last page lacks the link to the newest or still offers Older")
+	}
+	page = alice.page(h, "/ui/admin/audit?type=login", http.StatusOK)
+	if n := strings.Count(page, `<span class="pill">login</span>`); n != 2 {
+		t.Errorf("type=login: %d sign-ins, want 2", n)
+	}
+	alice.page(h, "/ui/admin/audit?cursor=bogus", http.StatusBadRequest)
 }
