@@ -115,7 +115,7 @@ func TestUIAdminRefusals(t *testing.T) {
 	pages := []string{"/ui/admin/sessions", "/ui/admin/users", "/ui/admin/tokens", "/ui/admin/usage", "/ui/admin/usage.csv", "/ui/admin/audit"}
 	for _, path := range pages {
 		body := bob.page(h, path, http.StatusForbidden)
-		if !strings.Contains(body, "<h1>Access refused</h1>") || !strings.Contains(body, "bob@example.com is not one") {
+		if !strings.Contains(body, `<h1 id="error-heading">Administrators only</h1>`) || !strings.Contains(body, "bob@example.com is not one") {
 			t.Errorf("bob on %s: not the 403 page\n%s", path, body)
 		}
 		if strings.Contains(body, "/ui/admin/") {
@@ -126,7 +126,7 @@ func TestUIAdminRefusals(t *testing.T) {
 		if status, _, _ := bob.submit(h, path, bobCSRF, url.Values{"email": {"alice@example.com"}}); status != http.StatusForbidden {
 			t.Errorf("bob POST %s: %d, want 403", path, status)
 		}
-		if p := alice.PostForm(h.url+path, url.Values{"email": {"bob@example.com"}}, nil); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "CSRF") {
+		if p := alice.PostForm(h.url+path, url.Values{"email": {"bob@example.com"}}, nil); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "This form has expired") {
 			t.Errorf("alice POST %s without the CSRF token: %d, want 403", path, p.Status)
 		}
 	}

@@ -92,6 +92,8 @@ type ErrorPage struct {
 	Status  int
 	Heading string
 	Message string
+	// Advice says what to do about it, when Message does not.
+	Advice string
 	// ActionURL and ActionText offer the next step, e.g. signing in again.
 	ActionURL  string
 	ActionText string
