@@ -84,6 +84,9 @@ type TokenRow struct {
 type NewToken struct {
 	Name  string
 	Token string
+	// Model is the first model the token allows, "" for any: the
+	// settings to paste use it.
+	Model string
 }
 
 // ErrorPage explains a refusal or failure and what to do next.
