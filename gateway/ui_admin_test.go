@@ -12,9 +12,9 @@ import (
 	"github.com/llmgate/llmgate/tokens"
 )
 
-// submit posts an admin form with the CSRF token of csrf and returns the
+// postAdmin posts an admin form with the CSRF token of csrf and returns the
 // page the browser ends on.
-func (b *browser) submit(h *harness, path string, csrf http.Header, form url.Values) (int, string, string) {
+func (b *browser) postAdmin(h *harness, path string, csrf http.Header, form url.Values) (int, string, string) {
 	b.t.Helper()
 	form.Set("csrf_token", csrf.Get("X-Csrf-Token"))
 	p := b.PostForm(h.url+path, form, nil)
@@ -42,7 +42,7 @@ func TestUIAdminSessionsAndUsers(t *testing.T) {
 	}
 	handle := between(page, `action="/ui/admin/sessions/`, `/end"`)
 	back := "/ui/admin/sessions?email=bob%40example.com"
-	status, at, body := alice.submit(h, "/ui/admin/sessions/"+handle+"/end", csrf, url.Values{"back": {back}})
+	status, at, body := alice.postAdmin(h, "/ui/admin/sessions/"+handle+"/end", csrf, url.Values{"back": {back}})
 	if status != http.StatusOK || at != back || !strings.Contains(body, `id="flash">Ended a session of bob@example.com`) {
 		t.Fatalf("end a session: ended on %d %s, want the sessions page with a message\n%s", status, at, body)
 	}
@@ -55,7 +55,7 @@ func TestUIAdminSessionsAndUsers(t *testing.T) {
 	}
 
 	// Log bob out everywhere, tokens too.
-	_, _, body = alice.submit(h, "/ui/admin/users/logout", csrf, url.Values{"email": {"bob@example.com"}, "revoke_tokens": {"1"}, "back": {back}})
+	_, _, body = alice.postAdmin(h, "/ui/admin/users/logout", csrf, url.Values{"email": {"bob@example.com"}, "revoke_tokens": {"1"}, "back": {back}})
 	if !strings.Contains(body, "1 session ended, 1 token revoked") {
 		t.Errorf("log out everywhere: page says\n%s", between(body, `id="flash">`, `</p>`))
 	}
@@ -77,14 +77,14 @@ func TestUIAdminSessionsAndUsers(t *testing.T) {
 		}
 	}
 	bobTok2 := h.mint(t, tokens.IssueRequest{Email: "bob@example.com", Subject: "bob-sub", Name: "bob new"})
-	_, at, body = alice.submit(h, "/ui/admin/users/block", csrf, url.Values{"email": {"bob@example.com"}, "back": {"/ui/admin/users"}})
+	_, at, body = alice.postAdmin(h, "/ui/admin/users/block", csrf, url.Values{"email": {"bob@example.com"}, "back": {"/ui/admin/users"}})
 	if at != "/ui/admin/users" || !strings.Contains(body, "Blocked bob@example.com") || !strings.Contains(body, `aria-label="Unblock bob@example.com"`) {
 		t.Errorf("block: ended on %s\n%s", at, between(body, `<main`, `</table>`))
 	}
 	if resp, _ := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(bobTok2)); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("blocked bob's token: %d, want 403", resp.StatusCode)
 	}
-	_, _, body = alice.submit(h, "/ui/admin/users/unblock", csrf, url.Values{"email": {"bob@example.com"}, "back": {"/ui/admin/users"}})
+	_, _, body = alice.postAdmin(h, "/ui/admin/users/unblock", csrf, url.Values{"email": {"bob@example.com"}, "back": {"/ui/admin/users"}})
 	if !strings.Contains(body, "Unblocked bob@example.com") {
 		t.Errorf("unblock: page says %s", between(body, `id="flash">`, `</p>`))
 	}
@@ -93,12 +93,12 @@ func TestUIAdminSessionsAndUsers(t *testing.T) {
 	}
 
 	// A refused action comes back with what was refused.
-	_, _, body = alice.submit(h, "/ui/admin/users/block", csrf, url.Values{"email": {"alice@example.com"}, "back": {"/ui/admin/users"}})
+	_, _, body = alice.postAdmin(h, "/ui/admin/users/block", csrf, url.Values{"email": {"alice@example.com"}, "back": {"/ui/admin/users"}})
 	if !strings.Contains(body, `class="flash flash-error" role="alert" id="flash">Not done: you cannot block yourself`) {
 		t.Errorf("self-block: page says %s", between(body, `<main`, `</p>`))
 	}
 	// back may only lead to the admin pages.
-	_, at, _ = alice.submit(h, "/ui/admin/users/unblock", csrf, url.Values{"email": {"carol@example.com"}, "back": {"//evil.example/ui/admin/"}})
+	_, at, _ = alice.postAdmin(h, "/ui/admin/users/unblock", csrf, url.Values{"email": {"carol@example.com"}, "back": {"//evil.example/ui/admin/"}})
 	if at != "/ui/admin/users" {
 		t.Errorf("back=//evil.example: ended on %s, want /ui/admin/users", at)
 	}
@@ -123,7 +123,7 @@ func TestUIAdminRefusals(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/ui/admin/users/block", "/ui/admin/users/logout", "/ui/admin/tokens/x/revoke", "/ui/admin/sessions/x/end"} {
-		if status, _, _ := bob.submit(h, path, bobCSRF, url.Values{"email": {"alice@example.com"}}); status != http.StatusForbidden {
+		if status, _, _ := bob.postAdmin(h, path, bobCSRF, url.Values{"email": {"alice@example.com"}}); status != http.StatusForbidden {
 			t.Errorf("bob POST %s: %d, want 403", path, status)
 		}
 		if p := alice.PostForm(h.url+path, url.Values{"email": {"bob@example.com"}}, nil); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "This form has expired") {
@@ -168,7 +168,7 @@ func TestUIAdminTokens(t *testing.T) {
 	}
 	id := between(page, `action="/ui/admin/tokens/`, `/revoke"`)
 	back := "/ui/admin/tokens?email=bob%40example.com&status=active"
-	_, at, body := alice.submit(h, "/ui/admin/tokens/"+id+"/revoke", csrf, url.Values{"back": {back}})
+	_, at, body := alice.postAdmin(h, "/ui/admin/tokens/"+id+"/revoke", csrf, url.Values{"back": {back}})
 	if at != back || !strings.Contains(body, "Revoked “bob ci” of bob@example.com") || strings.Contains(body, `id="token-`+id) {
 		t.Errorf("revoke: ended on %s\n%s", at, between(body, "<main", "</main>"))
 	}
