@@ -50,14 +50,15 @@ func (l *lastUsed) get(id string) (int64, bool) {
 }
 
 // take returns the queued times and starts a new queue; nil when none are
-// queued (never the live map, which note keeps writing).
+// queued (the empty map stays in use, so it must not be handed out: the
+// caller reads it without the lock).
 func (l *lastUsed) take() map[string]int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.pending) == 0 {
+	p := l.pending
+	if len(p) == 0 {
 		return nil
 	}
-	p := l.pending
 	l.pending = make(map[string]int64, len(p))
 	return p
 }
