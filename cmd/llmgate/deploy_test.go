@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/compose-spec/compose-go/v2/cli"
+	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 
@@ -100,8 +100,8 @@ func loadCompose(tb testing.TB, root string) (*types.Project, map[string]string)
 		vars[k] = v
 		env = append(env, k+"="+v)
 	}
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithEnv(env), cli.WithDiscardEnvFile)
+	opts, err := composecli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
+		composecli.WithWorkingDirectory(root), composecli.WithEnv(env), composecli.WithDiscardEnvFile)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -545,7 +545,7 @@ func (idx objects) one(t *testing.T, kind string) map[string]any {
 }
 
 // get walks nested maps and lists (by int index).
-func get(v any, path ...any) any {
+func field(v any, path ...any) any {
 	for _, p := range path {
 		switch k := p.(type) {
 		case string:
@@ -563,12 +563,12 @@ func get(v any, path ...any) any {
 }
 
 func str(v any, path ...any) string {
-	s, _ := get(v, path...).(string)
+	s, _ := field(v, path...).(string)
 	return s
 }
 
 func num(v any, path ...any) int {
-	switch n := get(v, path...).(type) {
+	switch n := field(v, path...).(type) {
 	case int:
 		return n
 	case float64:
@@ -645,50 +645,50 @@ func TestHelmChart(t *testing.T) {
 				}
 			}
 			dep := idx.one(t, "Deployment")
-			pod := get(dep, "spec", "template")
-			podLabels := get(pod, "metadata", "labels")
-			if !subset(get(dep, "spec", "selector", "matchLabels"), podLabels) {
-				t.Errorf("Deployment selector %v does not match its pod labels %v", get(dep, "spec", "selector", "matchLabels"), podLabels)
+			pod := field(dep, "spec", "template")
+			podLabels := field(pod, "metadata", "labels")
+			if !subset(field(dep, "spec", "selector", "matchLabels"), podLabels) {
+				t.Errorf("Deployment selector %v does not match its pod labels %v", field(dep, "spec", "selector", "matchLabels"), podLabels)
 			}
 			if got := num(dep, "spec", "replicas"); tc.replicas != 0 && got != tc.replicas {
 				t.Errorf("replicas = %d, want %d", got, tc.replicas)
 			}
 			if tc.replicas == 0 {
 				hpa := idx.one(t, "HorizontalPodAutoscaler")
-				if get(dep, "spec", "replicas") != nil || num(hpa, "spec", "minReplicas") < 2 {
-					t.Errorf("with autoscaling: Deployment replicas %v (want none), HPA minReplicas %d (want ≥ 2)", get(dep, "spec", "replicas"), num(hpa, "spec", "minReplicas"))
+				if field(dep, "spec", "replicas") != nil || num(hpa, "spec", "minReplicas") < 2 {
+					t.Errorf("with autoscaling: Deployment replicas %v (want none), HPA minReplicas %d (want ≥ 2)", field(dep, "spec", "replicas"), num(hpa, "spec", "minReplicas"))
 				}
 			}
 			svc := idx.one(t, "Service")
-			if !subset(get(svc, "spec", "selector"), podLabels) {
-				t.Errorf("Service selector %v does not match the pods %v", get(svc, "spec", "selector"), podLabels)
+			if !subset(field(svc, "spec", "selector"), podLabels) {
+				t.Errorf("Service selector %v does not match the pods %v", field(svc, "spec", "selector"), podLabels)
 			}
 			pdb := idx.one(t, "PodDisruptionBudget")
-			if !subset(get(pdb, "spec", "selector", "matchLabels"), podLabels) || num(pdb, "spec", "maxUnavailable") != 1 {
-				t.Errorf("PodDisruptionBudget %v, want maxUnavailable 1 over the gateway's pods", get(pdb, "spec"))
+			if !subset(field(pdb, "spec", "selector", "matchLabels"), podLabels) || num(pdb, "spec", "maxUnavailable") != 1 {
+				t.Errorf("PodDisruptionBudget %v, want maxUnavailable 1 over the gateway's pods", field(pdb, "spec"))
 			}
 
 			// Security context: non-root, read-only root, no privilege escalation.
-			if get(pod, "spec", "securityContext", "runAsNonRoot") != true || num(pod, "spec", "securityContext", "runAsUser") < 1 {
-				t.Errorf("pod securityContext %v, want runAsNonRoot and a non-zero runAsUser", get(pod, "spec", "securityContext"))
+			if field(pod, "spec", "securityContext", "runAsNonRoot") != true || num(pod, "spec", "securityContext", "runAsUser") < 1 {
+				t.Errorf("pod securityContext %v, want runAsNonRoot and a non-zero runAsUser", field(pod, "spec", "securityContext"))
 			}
-			if get(pod, "spec", "automountServiceAccountToken") != false {
+			if field(pod, "spec", "automountServiceAccountToken") != false {
 				t.Error("the pod mounts a Kubernetes API token it never uses")
 			}
-			ctr := get(pod, "spec", "containers", 0)
-			sc := get(ctr, "securityContext")
-			if get(sc, "readOnlyRootFilesystem") != true || get(sc, "allowPrivilegeEscalation") != false ||
-				get(sc, "runAsNonRoot") != true || !containsAny(get(sc, "capabilities", "drop"), "ALL") {
+			ctr := field(pod, "spec", "containers", 0)
+			sc := field(ctr, "securityContext")
+			if field(sc, "readOnlyRootFilesystem") != true || field(sc, "allowPrivilegeEscalation") != false ||
+				field(sc, "runAsNonRoot") != true || !containsAny(field(sc, "capabilities", "drop"), "ALL") {
 				t.Errorf("container securityContext %v", sc)
 			}
 
 			// Probes on the port the container declares.
 			if str(ctr, "ports", 0, "name") != "http" || num(ctr, "ports", 0, "containerPort") != 8080 {
-				t.Errorf("container ports %v, want http 8080", get(ctr, "ports"))
+				t.Errorf("container ports %v, want http 8080", field(ctr, "ports"))
 			}
 			for probe, path := range map[string]string{"readinessProbe": "/readyz", "livenessProbe": "/healthz", "startupProbe": "/healthz"} {
 				if str(ctr, probe, "httpGet", "path") != path || str(ctr, probe, "httpGet", "port") != "http" {
-					t.Errorf("%s = %v, want GET %s on port http", probe, get(ctr, probe), path)
+					t.Errorf("%s = %v, want GET %s on port http", probe, field(ctr, probe), path)
 				}
 			}
 
@@ -698,17 +698,17 @@ func TestHelmChart(t *testing.T) {
 				t.Fatalf("no ConfigMap named like the Deployment; have %v", keys(idx))
 			}
 			if str(ctr, "envFrom", 0, "configMapRef", "name") != str(cm, "metadata", "name") {
-				t.Errorf("envFrom %v does not name ConfigMap %s", get(ctr, "envFrom"), str(cm, "metadata", "name"))
+				t.Errorf("envFrom %v does not name ConfigMap %s", field(ctr, "envFrom"), str(cm, "metadata", "name"))
 			}
 			if got := str(ctr, "envFrom", 1, "secretRef", "name"); got != tc.secret {
 				t.Errorf("envFrom secretRef %q, want %q", got, tc.secret)
 			}
 			env := map[string]string{}
-			for k, v := range get(cm, "data").(map[string]any) {
+			for k, v := range field(cm, "data").(map[string]any) {
 				env[k] = fmt.Sprint(v)
 			}
 			if s, ok := idx["Secret/"+tc.secret]; ok {
-				for k, v := range get(s, "data").(map[string]any) {
+				for k, v := range field(s, "data").(map[string]any) {
 					dec, err := decodeB64(fmt.Sprint(v))
 					if err != nil {
 						t.Fatalf("Secret %s key %s: %v", tc.secret, k, err)
@@ -761,23 +761,23 @@ func TestHelmChart(t *testing.T) {
 			ing := idx.one(t, "Ingress")
 			if str(ing, "spec", "rules", 0, "http", "paths", 0, "backend", "service", "name") != str(svc, "metadata", "name") ||
 				str(ing, "spec", "rules", 0, "http", "paths", 0, "backend", "service", "port", "name") != str(svc, "spec", "ports", 0, "name") {
-				t.Errorf("Ingress backend %v is not the Service", get(ing, "spec", "rules", 0, "http", "paths", 0, "backend"))
+				t.Errorf("Ingress backend %v is not the Service", field(ing, "spec", "rules", 0, "http", "paths", 0, "backend"))
 			}
 			sm := idx.one(t, "ServiceMonitor")
-			if !subset(get(sm, "spec", "selector", "matchLabels"), get(svc, "metadata", "labels")) ||
+			if !subset(field(sm, "spec", "selector", "matchLabels"), field(svc, "metadata", "labels")) ||
 				str(sm, "spec", "endpoints", 0, "port") != str(svc, "spec", "ports", 0, "name") || str(sm, "spec", "endpoints", 0, "path") != "/metrics" {
-				t.Errorf("ServiceMonitor %v does not scrape the Service's /metrics", get(sm, "spec"))
+				t.Errorf("ServiceMonitor %v does not scrape the Service's /metrics", field(sm, "spec"))
 			}
 			pr := idx.one(t, "PrometheusRule")
-			if rules, _ := get(pr, "spec", "groups", 0, "rules").([]any); len(rules) == 0 {
-				t.Errorf("PrometheusRule has no rules: %v", get(pr, "spec"))
+			if rules, _ := field(pr, "spec", "groups", 0, "rules").([]any); len(rules) == 0 {
+				t.Errorf("PrometheusRule has no rules: %v", field(pr, "spec"))
 			}
 			np := idx.one(t, "NetworkPolicy")
-			if !subset(get(np, "spec", "podSelector", "matchLabels"), podLabels) || str(np, "spec", "ingress", 0, "ports", 0, "port") != "http" {
-				t.Errorf("NetworkPolicy %v does not guard the gateway's port", get(np, "spec"))
+			if !subset(field(np, "spec", "podSelector", "matchLabels"), podLabels) || str(np, "spec", "ingress", 0, "ports", 0, "port") != "http" {
+				t.Errorf("NetworkPolicy %v does not guard the gateway's port", field(np, "spec"))
 			}
-			if !containsAny(get(np, "spec", "policyTypes"), "Egress") || num(np, "spec", "egress", 0, "ports", 0, "port") != 53 {
-				t.Errorf("NetworkPolicy with egress rules must allow DNS first: %v", get(np, "spec", "egress"))
+			if !containsAny(field(np, "spec", "policyTypes"), "Egress") || num(np, "spec", "egress", 0, "ports", 0, "port") != 53 {
+				t.Errorf("NetworkPolicy with egress rules must allow DNS first: %v", field(np, "spec", "egress"))
 			}
 		})
 	}
@@ -798,12 +798,12 @@ func TestHelmChart(t *testing.T) {
 
 func mountsConfigMap(pod, ctr any, dir, name string) bool {
 	vol := ""
-	for _, m := range asList(get(ctr, "volumeMounts")) {
+	for _, m := range asList(field(ctr, "volumeMounts")) {
 		if str(m, "mountPath") == dir {
 			vol = str(m, "name")
 		}
 	}
-	for _, v := range asList(get(pod, "spec", "volumes")) {
+	for _, v := range asList(field(pod, "spec", "volumes")) {
 		if vol != "" && str(v, "name") == vol && str(v, "configMap", "name") == name {
 			return true
 		}
