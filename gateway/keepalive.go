@@ -1,7 +1,7 @@
 package gateway
 
 import (
-	"io"
+	"net/http"
 	"sync"
 	"time"
 )
@@ -11,105 +11,98 @@ import (
 // connection while the model thinks.
 var keepaliveComment = []byte(": keepalive\n\n")
 
-// keepaliveBody passes an SSE body through and, when the upstream has sent
-// nothing for every, inserts a keep-alive comment — only between events,
-// never inside one. A goroutine reads the upstream so that the reader can
-// wait for bytes and for the clock at once.
-type keepaliveBody struct {
-	src   io.ReadCloser
+// keepaliveWriter is the ResponseWriter of a proxied call when
+// LLMGATE_SSE_KEEPALIVE is on. Once armed (the answer is an event stream)
+// and its headers are out, it writes a keep-alive comment whenever nothing
+// was written for every — only between events, never inside one. It
+// serializes its own writes with the reverse proxy's, and stops for good
+// when the handler returns. An idle stream costs a timer, no goroutine.
+type keepaliveWriter struct {
+	http.ResponseWriter
 	every time.Duration
 
-	chunks chan keepaliveChunk
-	done   chan struct{}
-	close  sync.Once
-
-	pending []byte // the part of the last chunk the reader has not taken
-	last    [4]byte
-	nlast   int // how many of last are set
-	timer   *time.Timer
-	err     error
+	mu          sync.Mutex
+	timer       *time.Timer
+	wroteHeader bool
+	done        bool
+	last        [4]byte
+	nlast       int
 }
 
-type keepaliveChunk struct {
-	b   []byte
-	err error
+func (k *keepaliveWriter) WriteHeader(code int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if code >= 200 {
+		k.wroteHeader = true
+	}
+	k.ResponseWriter.WriteHeader(code)
 }
 
-func newKeepalive(src io.ReadCloser, every time.Duration) *keepaliveBody {
-	k := &keepaliveBody{src: src, every: every, chunks: make(chan keepaliveChunk), done: make(chan struct{})}
-	go k.pump()
-	return k
-}
-
-// pump reads the upstream until it ends or the body is closed.
-func (k *keepaliveBody) pump() {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := k.src.Read(buf)
-		var b []byte
-		if n > 0 {
-			b = append([]byte(nil), buf[:n]...)
-		}
-		if n > 0 || err != nil {
-			select {
-			case k.chunks <- keepaliveChunk{b, err}:
-			case <-k.done:
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (k *keepaliveBody) Read(p []byte) (int, error) {
-	if len(k.pending) > 0 {
-		return k.take(p), nil
-	}
-	if k.err != nil {
-		return 0, k.err
-	}
-	if k.timer == nil {
-		k.timer = time.NewTimer(k.every)
-	} else {
-		k.timer.Reset(k.every)
-	}
-	for {
-		select {
-		case ch := <-k.chunks:
-			k.timer.Stop()
-			k.pending, k.err = ch.b, ch.err
-			if len(k.pending) > 0 {
-				return k.take(p), nil
-			}
-			return 0, k.err
-		case <-k.timer.C:
-			if k.atBoundary() && len(p) >= len(keepaliveComment) {
-				return copy(p, keepaliveComment), nil
-			}
-			k.timer.Reset(k.every) // mid-event: wait for the rest of it
-		}
-	}
-}
-
-// take hands the reader what it can of the pending bytes and remembers the
-// last ones, which say whether the stream stands between two events.
-func (k *keepaliveBody) take(p []byte) int {
-	n := copy(p, k.pending)
-	out := k.pending[:n]
-	k.pending = k.pending[n:]
-	for _, c := range out[max(0, len(out)-4):] {
+func (k *keepaliveWriter) Write(p []byte) (int, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.wroteHeader = true
+	n, err := k.ResponseWriter.Write(p)
+	for _, c := range p[max(0, n-4):n] {
 		copy(k.last[:], k.last[1:])
 		k.last[3] = c
 		k.nlast = min(k.nlast+1, 4)
 	}
-	return n
+	if k.timer != nil && !k.done {
+		k.timer.Reset(k.every)
+	}
+	return n, err
 }
 
-// atBoundary reports whether everything sent so far ends an event (a
-// blank line: \n\n, \r\r or \r\n\r\n), or nothing was sent yet.
-func (k *keepaliveBody) atBoundary() bool {
+func (k *keepaliveWriter) Flush() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	http.NewResponseController(k.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (k *keepaliveWriter) Unwrap() http.ResponseWriter { return k.ResponseWriter }
+
+// arm starts the keep-alives: the answer is an event stream.
+func (k *keepaliveWriter) arm() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done || k.timer != nil {
+		return
+	}
+	k.timer = time.AfterFunc(k.every, k.fire)
+}
+
+// fire writes a keep-alive if the stream stands between two events, and
+// waits again.
+func (k *keepaliveWriter) fire() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.done {
+		return
+	}
+	if k.wroteHeader && k.atBoundary() {
+		if _, err := k.ResponseWriter.Write(keepaliveComment); err != nil {
+			return // the client is gone: the proxy will notice
+		}
+		http.NewResponseController(k.ResponseWriter).Flush()
+	}
+	k.timer.Reset(k.every)
+}
+
+// stop ends the keep-alives; the handler is about to return.
+func (k *keepaliveWriter) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.done = true
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+}
+
+// atBoundary reports whether everything written so far ends an event (a
+// blank line: \n\n, \r\r or \r\n\r\n), or nothing was written yet.
+func (k *keepaliveWriter) atBoundary() bool {
 	if k.nlast == 0 {
 		return true
 	}
@@ -118,12 +111,4 @@ func (k *keepaliveBody) atBoundary() bool {
 		return true
 	}
 	return k.nlast == 4 && string(l[:]) == "\r\n\r\n"
-}
-
-func (k *keepaliveBody) Close() error {
-	k.close.Do(func() { close(k.done) })
-	if k.timer != nil {
-		k.timer.Stop()
-	}
-	return k.src.Close()
 }

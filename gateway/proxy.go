@@ -173,10 +173,11 @@ type call struct {
 	start     time.Time
 	claims    *tokens.Claims
 	up        *upstream
-	anthropic bool    // the Anthropic API family (refusal shapes, credential header)
-	viaAPIKey bool    // the caller sent x-api-key rather than Authorization
-	model     string  // the requested model, when read
-	policy    *policy // the person's Claude Code policy, or nil
+	anthropic bool             // the Anthropic API family (refusal shapes, credential header)
+	viaAPIKey bool             // the caller sent x-api-key rather than Authorization
+	model     string           // the requested model, when read
+	policy    *policy          // the person's Claude Code policy, or nil
+	keepalive *keepaliveWriter // with LLMGATE_SSE_KEEPALIVE on
 	clientIP  string
 	status    int
 }
@@ -269,6 +270,11 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		r.ContentLength = int64(len(body))
 	}
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	if s.proxyCfg.SSEKeepalive > 0 {
+		c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+		defer c.keepalive.stop()
+		w = c.keepalive
+	}
 	up.rp.ServeHTTP(w, r)
 }
 
@@ -415,8 +421,8 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	upstreamBody := resp.Body
 	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
 	resp.Body = mb
-	if sse && s.proxyCfg.SSEKeepalive > 0 {
-		resp.Body = newKeepalive(mb, s.proxyCfg.SSEKeepalive)
+	if sse && c.keepalive != nil {
+		c.keepalive.arm()
 	}
 	mb.done = func(streamErr error) {
 		mb.timer.Stop()
