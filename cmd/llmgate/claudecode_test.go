@@ -3,16 +3,24 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	colmetrics "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
@@ -69,7 +77,9 @@ func TestRealClaudeCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer closeUp()
+	col := newOTLPCollector(t)
 	gw := start(t, []string{
+		"LLMGATE_OTLP_ENDPOINT=" + col.srv.URL,
 		"HOME=" + t.TempDir(),
 		"LLMGATE_LISTEN=" + addr,
 		"LLMGATE_PUBLIC_URL=" + public,
@@ -110,8 +120,12 @@ func TestRealClaudeCode(t *testing.T) {
 		t.Fatal(err)
 	}
 	session := fmt.Sprintf("llmgate-claude-%d", os.Getpid())
-	cmd := fmt.Sprintf("env -i PATH=%s HOME=%s TERM=xterm-256color DISABLE_AUTOUPDATER=1 %s; sleep 600",
-		os.Getenv("PATH"), home, claude)
+	// Telemetry to the gateway, flushed every second.
+	otel := "CLAUDE_CODE_ENABLE_TELEMETRY=1 OTEL_METRICS_EXPORTER=otlp OTEL_LOGS_EXPORTER=otlp " +
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT=" + public +
+		" OTEL_METRIC_EXPORT_INTERVAL=1000 OTEL_LOGS_EXPORT_INTERVAL=1000"
+	cmd := fmt.Sprintf("env -i PATH=%s HOME=%s TERM=xterm-256color DISABLE_AUTOUPDATER=1 %s %s; sleep 600",
+		os.Getenv("PATH"), home, otel, claude)
 	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "-c", work, cmd).CombinedOutput(); err != nil {
 		t.Fatalf("tmux new-session: %v: %s", err, out)
 	}
@@ -177,6 +191,16 @@ func TestRealClaudeCode(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("the upstream did not get the prompt; it got %d requests", len(up.Requests()))
+	}
+	// Its telemetry reached the collector through the gateway, stamped
+	// with alice's email.
+	deadline := time.Now().Add(30 * time.Second)
+	for col.stamped("alice@example.com") == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("telemetry exports: %v", col.paths())
+	if n := col.stamped("alice@example.com"); n <= 0 {
+		t.Errorf("no telemetry export with user.email alice@example.com (and no other email) reached the collector; it got %v", col.paths())
 	}
 	if log := gw.stderr.String(); !strings.Contains(log, `"route":"/managed/settings","path":"/managed/settings","status":200`) {
 		t.Errorf("Claude Code did not load its managed settings (200) from the gateway; log:\n%s", log)
@@ -258,4 +282,71 @@ func (s *tmuxScreen) waitFor(re string) []string {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+}
+
+// otlpCollector is a loopback OTLP/HTTP collector that decodes protobuf
+// exports with the official types and remembers each resource's user.email.
+type otlpCollector struct {
+	srv    *httptest.Server
+	mu     sync.Mutex
+	got    []string // path of every export
+	emails []string
+}
+
+func newOTLPCollector(t *testing.T) *otlpCollector {
+	c := &otlpCollector{}
+	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var resources []*resourcepb.Resource
+		switch r.URL.Path {
+		case "/v1/logs":
+			var m collogs.ExportLogsServiceRequest
+			if proto.Unmarshal(body, &m) == nil {
+				for _, rl := range m.ResourceLogs {
+					resources = append(resources, rl.Resource)
+				}
+			}
+		case "/v1/metrics":
+			var m colmetrics.ExportMetricsServiceRequest
+			if proto.Unmarshal(body, &m) == nil {
+				for _, rm := range m.ResourceMetrics {
+					resources = append(resources, rm.Resource)
+				}
+			}
+		}
+		c.mu.Lock()
+		c.got = append(c.got, r.URL.Path+" "+r.Header.Get("Content-Type"))
+		for _, res := range resources {
+			for _, kv := range res.GetAttributes() {
+				if kv.Key == "user.email" {
+					c.emails = append(c.emails, kv.GetValue().GetStringValue())
+				}
+			}
+		}
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(c.srv.Close)
+	return c
+}
+
+// stamped counts the resources that carried user.email = email.
+func (c *otlpCollector) stamped(email string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.emails {
+		if e == email {
+			n++
+		} else {
+			return -1 // someone else's email: never
+		}
+	}
+	return n
+}
+
+func (c *otlpCollector) paths() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.got...)
 }
