@@ -145,6 +145,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		Secret:             []byte(cfg.Secret),
 		TrustedProxies:     cfg.TrustedProxies,
 		ShutdownGrace:      cfg.ShutdownGrace,
+		ShutdownDelay:      cfg.ShutdownDelay,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
 		TokenMaxTTL:        cfg.TokenMaxTTL,
 		Version:            version,
@@ -157,6 +158,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 			FailOpen:        cfg.Failsafe == "open",
 			UserRPM:         cfg.UserRPM,
 			CostHeader:      cfg.CostHeader,
+			HeaderTimeout:   cfg.UpstreamHeaderTimeout,
 		},
 	}, gateway.Deps{
 		Sessions: store,
