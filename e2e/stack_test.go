@@ -48,8 +48,8 @@ func TestMain(m *testing.M) {
 // options shape a stack.
 type options struct {
 	replicas int
-	failsafe string        // LLMGATE_FAILSAFE, default closed
-	upstream string        // upstream base URL; default a demo upstream
+	failsafe string // LLMGATE_FAILSAFE, default closed
+	upstream string // upstream base URL; default a demo upstream
 	demo     demoupstream.Options
 	redis    func(addr string) string // maps the real Redis address to the one replicas use
 	env      []string                 // extra LLMGATE_* settings
