@@ -59,13 +59,49 @@ func TestRedisOutageFailClosed(t *testing.T) {
 			t.Errorf("replica %d, first-seen token during the outage: %d Retry-After=%q %s, want 503 with Retry-After", i, status, h.Get("Retry-After"), body)
 		}
 	}
+	// A replica (re)started while Redis is down waits for it and comes up
+	// by itself once it is back.
+	late := st.startReplica(freeAddr(t))
 	time.Sleep(time.Until(tKill.Add(outage)))
 	tBack := time.Now()
 	st.redis.Start()
+	// A revocation made the moment Redis is back, while the replicas may
+	// still be reconnecting, reaches every one of them.
+	var revokedAt time.Time
+	revokeMe := token{}
+	for time.Since(tBack) < recoveryBudget {
+		if revokeMe.id == "" {
+			status, body := st.as(bob, st.replicas[0], http.MethodPost, "/api/tokens", `{"name":"revoked-at-recovery","ttl":"1d"}`)
+			var tk struct{ ID, Token string }
+			if status != http.StatusCreated || decode(body, &tk) != nil {
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
+			revokeMe = token{id: tk.ID, raw: tk.Token}
+		}
+		revokedAt = time.Now()
+		if status, _ := st.as(bob, st.replicas[0], http.MethodDelete, "/api/tokens/"+revokeMe.id, ""); status == http.StatusOK {
+			break
+		}
+		revokedAt = time.Time{}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if revokedAt.IsZero() {
+		t.Fatalf("could not mint and revoke a token within %v of Redis coming back", recoveryBudget)
+	}
+	atRecovery := st.waitRefused(t, revokedAt, "token revoked as Redis came back", http.StatusUnauthorized, st.tokenProbe(revokeMe.raw))
 	readyUp := st.waitReadyz(t, http.StatusOK, recoveryBudget)
+	st.waitReady(late, 2*recoveryBudget)
 	time.Sleep(recoveryBudget + time.Second)
 	rs := l.finish()
 	t.Logf("/readyz 503 on every replica %v after Redis was killed; 200 again %v after it was back", readyDown, readyUp)
+	t.Logf("a token revoked %v after Redis was back was refused by every replica after %v", revokedAt.Sub(tBack).Round(time.Millisecond), atRecovery.pct(100).Round(time.Millisecond))
+	if atRecovery.pct(100) > propagationBudget {
+		t.Errorf("a revocation made as Redis came back took %v to reach every replica, want at most %v", atRecovery.pct(100), propagationBudget)
+	}
+	if status, _, body := st.call(late, tok.raw); status != http.StatusOK {
+		t.Errorf("replica started during the outage: %d %s, want 200 once Redis is back", status, firstLine(body))
+	}
 	t.Logf("calls: %s", summary(rs))
 
 	var lastBad time.Time
