@@ -148,6 +148,9 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		ShutdownDelay:      cfg.ShutdownDelay,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
 		TokenMaxTTL:        cfg.TokenMaxTTL,
+		CLITokenTTL:        cfg.CLITokenTTL,
+		GatewayTokenTTL:    cfg.GatewayTokenTTL,
+		GatewayRefreshTTL:  cfg.GatewayRefreshTTL,
 		Version:            version,
 		Logger:             log,
 		Proxy: gateway.ProxyConfig{
