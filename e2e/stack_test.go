@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -250,8 +249,6 @@ func (r *replica) rss(tb testing.TB) int {
 	return 0
 }
 
-var _ = syscall.SIGTERM
-
 // person is someone signed in through the provider: a session cookie and
 // its CSRF token.
 type person struct {
@@ -360,7 +357,7 @@ func (st *stack) call(r *replica, tok string) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, string(b)
 }
 
-// mustCall asserts that tok is accepted on every replica.
+// mustWork asserts that tok is accepted on every replica.
 func (st *stack) mustWork(tok string) {
 	st.tb.Helper()
 	for _, r := range st.replicas {
