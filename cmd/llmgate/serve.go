@@ -151,6 +151,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		Secret:             []byte(cfg.Secret),
 		TrustedProxies:     cfg.TrustedProxies,
 		ShutdownGrace:      cfg.ShutdownGrace,
+		ShutdownDelay:      cfg.ShutdownDelay,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
 		TokenMaxTTL:        cfg.TokenMaxTTL,
 		CLITokenTTL:        cfg.CLITokenTTL,
@@ -170,6 +171,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 			UserRPM:         cfg.UserRPM,
 			CostHeader:      cfg.CostHeader,
 			SSEKeepalive:    cfg.SSEKeepalive,
+			HeaderTimeout:   cfg.UpstreamHeaderTimeout,
 		},
 	}, gateway.Deps{
 		Sessions: store,
