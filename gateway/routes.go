@@ -48,6 +48,8 @@ func (s *Server) routes() error {
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)
+	// Claude Code's /usage, with the bearer it calls the LLM API with (SPEC §8).
+	r.GET("/api/oauth/usage", setFamily(familyAPI), s.handleOAuthUsage)
 
 	// JSON API: API token with scope "tokens", or session cookie (+CSRF on writes).
 	api := r.Group("/api", setFamily(familyAPI), s.loadToken(), s.loadSession(), s.requireUser(), s.requireCSRF())
@@ -68,6 +70,7 @@ func (s *Server) routes() error {
 	admin.DELETE("/tokens/:id", s.handleAdminRevokeToken)
 	admin.POST("/users/:email/block", s.handleAdminBlock)
 	admin.POST("/users/:email/unblock", s.handleAdminUnblock)
+	admin.PUT("/users/:email/budget", s.handleAdminSetBudget)
 	admin.GET("/users", s.handleAdminUsers)
 	admin.GET("/usage", s.handleAdminUsage)
 	admin.GET("/audit", s.handleAdminAudit)

@@ -110,6 +110,7 @@ type Server struct {
 	users         *users.Store
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
+	spend         spendState
 }
 
 // New builds the gateway and its routes.
@@ -172,6 +173,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := s.newProxy(cfg.Proxy); err != nil {
 		return nil, err
 	}
+	s.initSpend()
 	return s, nil
 }
 
