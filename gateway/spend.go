@@ -122,6 +122,8 @@ func (b *budget) utilization() float64 {
 
 func (b *budget) reached() bool { return b.spentUSD >= b.limitUSD }
 
+func (b *budget) remaining() float64 { return b.limitUSD - b.spentUSD }
+
 // monthlyCap is the smallest monthly cap that applies to email, its
 // source and the budget group for metrics ("none" when no group cap
 // applies).
@@ -175,7 +177,7 @@ func (s *Server) personBudget(email string, groups []string) (*budget, string) {
 }
 
 // callBudget is the budget that binds a call of cl: the person's monthly
-// cap or the token's lifetime one, whichever is nearer to being reached.
+// cap or the token's lifetime one, whichever has less left.
 // Only a token with a cap of its own costs a Redis round trip.
 func (s *Server) callBudget(ctx context.Context, cl *tokens.Claims) (*budget, string, error) {
 	var groups []string
@@ -189,7 +191,8 @@ func (s *Server) callBudget(ctx context.Context, cl *tokens.Claims) (*budget, st
 			return b, group, err
 		}
 		tb := &budget{limitUSD: cl.MaxCostUSD, spentUSD: spent, source: "token", reset: cl.ExpiresAt}
-		if b == nil || tb.utilization() > b.utilization() {
+		if b == nil || tb.remaining() < b.remaining() ||
+			tb.remaining() == b.remaining() && tb.utilization() > b.utilization() {
 			b = tb
 		}
 	}
