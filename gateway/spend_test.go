@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/usage"
+	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/tokens"
 )
 
@@ -184,4 +186,168 @@ func mapsEqual(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// oauthUsage reads GET /api/oauth/usage with tok.
+func (h *harness) oauthUsage(tb testing.TB, tok string) (int, oauthUsageBody) {
+	tb.Helper()
+	resp, body := h.api(tb, "GET", "/api/oauth/usage", "", bearer(tok))
+	var u oauthUsageBody
+	if resp.StatusCode == 200 {
+		if err := json.Unmarshal([]byte(body), &u); err != nil {
+			tb.Fatalf("GET /api/oauth/usage: %v\n%s", err, body)
+		}
+	}
+	return resp.StatusCode, u
+}
+
+type oauthUsageBody struct {
+	ExtraUsage struct {
+		IsEnabled    bool     `json:"is_enabled"`
+		MonthlyLimit *float64 `json:"monthly_limit"`
+		UsedCredits  *float64 `json:"used_credits"`
+		Utilization  *float64 `json:"utilization"`
+		Currency     string   `json:"currency"`
+	} `json:"extra_usage"`
+	Limits []struct {
+		Kind     string  `json:"kind"`
+		Group    string  `json:"group"`
+		Percent  float64 `json:"percent"`
+		ResetsAt string  `json:"resets_at"`
+		Severity string  `json:"severity"`
+		IsActive bool    `json:"is_active"`
+	} `json:"limits"`
+}
+
+// TestSpendSmallestCapWins: of a token's, the person's, their groups', the
+// first matching Claude Code policy's and the default cap, the smallest
+// binds; a person with none gets no headers and limits [].
+func TestSpendSmallestCapWins(t *testing.T) {
+	const alice = "alice@example.com"
+	for _, tt := range []struct {
+		name      string
+		spend     SpendConfig
+		person    float64 // 0: none set
+		token     float64 // max_cost_usd; 0: none
+		wantCents int64   // 0: no cap
+		wantGroup string
+	}{
+		{name: "none"},
+		{name: "default", spend: SpendConfig{DefaultMonthlyUSD: 50}, wantCents: 5000, wantGroup: "default"},
+		{name: "group below default", spend: SpendConfig{DefaultMonthlyUSD: 50, GroupMonthlyUSD: map[string]float64{"ml": 20}}, wantCents: 2000, wantGroup: "group ml"},
+		{name: "group above default", spend: SpendConfig{DefaultMonthlyUSD: 10, GroupMonthlyUSD: map[string]float64{"ml": 20}}, wantCents: 2000, wantGroup: "group ml"},
+		{name: "smallest of two groups", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20, "interns": 7, "other": 1}}, wantCents: 700, wantGroup: "group interns"},
+		{name: "policy below group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20},
+			Policies: []BudgetPolicy{{Groups: []string{"ml"}, MonthlyUSD: 15}}}, wantCents: 1500, wantGroup: "Claude Code policy"},
+		{name: "first matching policy only", spend: SpendConfig{Policies: []BudgetPolicy{
+			{EmailDomains: []string{"other.example"}, MonthlyUSD: 1},
+			{EmailDomains: []string{"EXAMPLE.com"}, MonthlyUSD: 30},
+			{Groups: []string{"ml"}, MonthlyUSD: 2}}}, wantCents: 3000, wantGroup: "Claude Code policy"},
+		{name: "matching policy without budget", spend: SpendConfig{Policies: []BudgetPolicy{
+			{Groups: []string{"ml"}}, {MonthlyUSD: 2}}}},
+		{name: "person below group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20}}, person: 3, wantCents: 300, wantGroup: "person"},
+		{name: "person above group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20}}, person: 100, wantCents: 2000, wantGroup: "group ml"},
+		{name: "person alone", person: 4, wantCents: 400, wantGroup: "person"},
+		{name: "token below person", person: 4, token: 2, wantCents: 200, wantGroup: "token"},
+		{name: "token above person", person: 4, token: 9, wantCents: 400, wantGroup: "person"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redistest.Mini(t), func(s *setup) { s.proxy.Spend = tt.spend })
+			ctx := context.Background()
+			if err := h.gw.users.Login(ctx, users.Person{Email: alice, Name: "Alice", Groups: []string{"ml", "interns"}}, ""); err != nil {
+				t.Fatal(err)
+			}
+			if tt.person > 0 {
+				h.setCap(t, alice, tt.person)
+			}
+			tok := h.mint(t, tokens.IssueRequest{MaxCostUSD: tt.token, ClientID: tokens.ClientClaudeCode})
+			resp, body := h.api(t, "POST", "/v1/messages", messagesBody, bearer(tok))
+			if resp.StatusCode != 200 {
+				t.Fatalf("POST /v1/messages: %d %s", resp.StatusCode, body)
+			}
+			headers := unifiedHeaders(resp.Header)
+			var status int
+			var u oauthUsageBody
+			waitFor(t, "usage known", func() bool { status, u = h.oauthUsage(t, tok); return status == 200 })
+			if tt.wantCents == 0 {
+				if len(headers) != 0 || len(u.Limits) != 0 || u.ExtraUsage.IsEnabled {
+					t.Errorf("no cap: headers %v, oauth usage %+v; want no headers, limits [] and extra usage off", headers, u)
+				}
+				return
+			}
+			if headers["status"] != "allowed" {
+				t.Errorf("capped: unified status header %q; want allowed", headers["status"])
+			}
+			if u.ExtraUsage.MonthlyLimit == nil || int64(*u.ExtraUsage.MonthlyLimit) != tt.wantCents || len(u.Limits) != 1 || u.Limits[0].Group != tt.wantGroup {
+				t.Errorf("oauth usage %+v; want monthly_limit %d cents from %q", u, tt.wantCents, tt.wantGroup)
+			}
+		})
+	}
+}
+
+// TestSpendOAuthUsage: GET /api/oauth/usage in cents and whole percents,
+// resets equal to the header's; 401 without a valid bearer.
+func TestSpendOAuthUsage(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t))
+	tok := h.mint(t, tokens.IssueRequest{ClientID: tokens.ClientClaudeCode})
+	if status, _ := h.oauthUsage(t, tok); status != 404 {
+		t.Errorf("GET /api/oauth/usage with nothing known: %d; want 404", status)
+	}
+	if status, _ := h.oauthUsage(t, "not-a-token"); status != 401 {
+		t.Errorf("GET /api/oauth/usage with a bad bearer: %d; want 401", status)
+	}
+	h.setCap(t, "alice@example.com", 200)
+	h.spend(t, "alice@example.com", 156.789)
+	resp, _ := h.api(t, "POST", "/v1/messages", messagesBody, bearer(tok))
+	status, u := h.oauthUsage(t, tok)
+	if status != 200 {
+		t.Fatalf("GET /api/oauth/usage: %d", status)
+	}
+	e := u.ExtraUsage
+	if !e.IsEnabled || *e.MonthlyLimit != 20000 || *e.UsedCredits != 15679 || *e.Utilization != 78 || e.Currency != "USD" {
+		t.Errorf("extra_usage %+v; want enabled, 20000 cents limit, 15679 used, 78 %%, USD", e)
+	}
+	reset, _ := strconv.ParseInt(resp.Header.Get("Anthropic-Ratelimit-Unified-Reset"), 10, 64)
+	l := u.Limits[0]
+	if l.Kind != "spend" || l.Percent != 78 || l.ResetsAt != time.Unix(reset, 0).UTC().Format(time.RFC3339) || l.Severity != "warning" || l.IsActive {
+		t.Errorf("limits[0] %+v; want spend 78 %% warning, resets at the header's %d", l, reset)
+	}
+}
+
+// TestSpendOpenAIRefusal: every other client gets OpenAI's 429
+// insufficient_quota at the cap, and /api/usage shows spend and cap.
+func TestSpendOpenAIRefusal(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t), func(s *setup) {
+		s.upstream.CostUSD = 0.3
+		s.proxy.CostHeader = "x-litellm-response-cost"
+		s.proxy.Spend.DefaultMonthlyUSD = 1
+	})
+	tok := h.mint(t, tokens.IssueRequest{})
+	for i := range 4 {
+		resp, body := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok))
+		if resp.StatusCode != 200 {
+			t.Fatalf("call %d under the cap: %d %s", i+1, resp.StatusCode, body)
+		}
+		if len(unifiedHeaders(resp.Header)) != 0 {
+			t.Errorf("an OpenAI-family answer carries Claude Code's usage-limit headers: %v", resp.Header)
+		}
+		waitFor(t, "spend counted", func() bool { return h.usage.Ledger().Spent("alice@example.com") >= 0.3*float64(i+1)-1e-9 })
+	}
+	resp, body := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok))
+	var e struct{ Error struct{ Type, Code, Message string } }
+	json.Unmarshal([]byte(body), &e)
+	if resp.StatusCode != 429 || e.Error.Type != "insufficient_quota" || resp.Header.Get("X-Should-Retry") != "false" ||
+		resp.Header.Get("Retry-After") == "" || !strings.Contains(e.Error.Message, "$1.00") || !strings.Contains(e.Error.Message, "resets on") {
+		t.Errorf("over the cap: %d %v %s; want 429 insufficient_quota with Retry-After and x-should-retry false naming the cap and reset", resp.StatusCode, resp.Header, body)
+	}
+	if len(unifiedHeaders(resp.Header)) != 0 {
+		t.Errorf("an OpenAI-family 429 carries Claude Code's usage-limit headers: %v", resp.Header)
+	}
+
+	b, _ := signedIn(t, h, devidp.DemoUsers()[0])
+	status, out, _ := b.call("GET", h.url+"/api/usage", "", nil)
+	sp, _ := out["spend"].(map[string]any)
+	if status != 200 || sp["spent_usd"] != 1.2 || sp["cap_usd"] != 1.0 || sp["cap_source"] != "default" || sp["month"] != time.Now().UTC().Format("2006-01") {
+		t.Errorf("GET /api/usage: %d spend %v; want $1.2 of the $1 default cap", status, sp)
+	}
 }
