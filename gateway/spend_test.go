@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -350,4 +351,191 @@ func TestSpendOpenAIRefusal(t *testing.T) {
 	if status != 200 || sp["spent_usd"] != 1.2 || sp["cap_usd"] != 1.0 || sp["cap_source"] != "default" || sp["month"] != time.Now().UTC().Format("2006-01") {
 		t.Errorf("GET /api/usage: %d spend %v; want $1.2 of the $1 default cap", status, sp)
 	}
+}
+
+// TestSpendCostSources: a call's cost comes from the upstream's cost
+// header, else from the price table applied to the response's usage (JSON
+// and SSE, OpenAI and Anthropic shapes), else it is unknown.
+func TestSpendCostSources(t *testing.T) {
+	prices := usage.NewPrices(map[string]usage.Price{
+		"gpt-4o":            {InputPerMTok: 2, OutputPerMTok: 8},
+		"claude-sonnet-4-6": {InputPerMTok: 3, OutputPerMTok: 15},
+	})
+	streamChat := `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}`
+	streamMessages := `{"model":"claude-sonnet-4-6","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hello there"}]}`
+	unpriced := `{"model":"llama-3-70b","messages":[{"role":"user","content":"hello there"}]}`
+	for _, tt := range []struct {
+		name       string
+		headerCost float64 // the upstream's cost header; 0: none
+		path, body string
+		priced     bool // cost from the table: input*price + output*price
+		inP, outP  float64
+	}{
+		{"header wins over the table", 0.42, "/v1/chat/completions", chatBody, false, 0, 0},
+		{"table, OpenAI JSON", 0, "/v1/chat/completions", chatBody, true, 2, 8},
+		{"table, OpenAI SSE", 0, "/v1/chat/completions", streamChat, true, 2, 8},
+		{"table, Anthropic JSON", 0, "/v1/messages", messagesBody, true, 3, 15},
+		{"table, Anthropic SSE", 0, "/v1/messages?beta=true", streamMessages, true, 3, 15},
+		{"unknown", 0, "/v1/chat/completions", unpriced, false, 0, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, redistest.Mini(t), func(s *setup) {
+				s.upstream.CostUSD = tt.headerCost
+				s.proxy.CostHeader = "x-litellm-response-cost"
+				s.proxy.Spend.Prices = prices
+			})
+			tok := h.mint(t, tokens.IssueRequest{})
+			if resp, body := h.api(t, "POST", tt.path, tt.body, bearer(tok)); resp.StatusCode != 200 {
+				t.Fatalf("POST %s: %d %s", tt.path, resp.StatusCode, body)
+			}
+			var rec usage.Record
+			waitFor(t, "the call recorded", func() bool {
+				recs, _ := h.usage.Recent(context.Background(), "alice@example.com", 1)
+				if len(recs) == 1 {
+					rec = recs[0]
+				}
+				return len(recs) == 1
+			})
+			if rec.InputTokens <= 0 || rec.OutputTokens <= 0 {
+				t.Fatalf("recorded %+v; want usage read from the answer", rec)
+			}
+			spent := h.usage.Ledger().Spent("alice@example.com")
+			switch {
+			case tt.headerCost > 0:
+				if !rec.CostKnown || rec.CostUSD != tt.headerCost || spent != tt.headerCost {
+					t.Errorf("recorded %+v, month spend %v; want the header's %v", rec, spent, tt.headerCost)
+				}
+			case tt.priced:
+				want := math.Round((float64(rec.InputTokens)*tt.inP+float64(rec.OutputTokens)*tt.outP)/1e6*1e6) / 1e6
+				if !rec.CostKnown || math.Abs(rec.CostUSD-want) > 1e-6 || want == 0 || math.Abs(spent-want) > 1e-6 {
+					t.Errorf("recorded %+v, month spend %v; want the table's %v", rec, spent, want)
+				}
+			default:
+				if rec.CostKnown || spent != 0 {
+					t.Errorf("recorded %+v, month spend %v; want unknown cost, nothing spent", rec, spent)
+				}
+			}
+		})
+	}
+}
+
+// TestSpendCapAcrossReplicas, on real Redis with two replicas: a person
+// with a $1 cap whose calls cost $0.30 is refused on replica B within a
+// second of crossing the cap on replica A, and concurrent calls overshoot
+// the cap by at most those in flight.
+func TestSpendCapAcrossReplicas(t *testing.T) {
+	rs := redistest.Real(t)
+	replica := func(s *setup) {
+		s.issuer = "https://llm.example.test"
+		s.upstream.CostUSD = 0.3
+		s.proxy.CostHeader = "x-litellm-response-cost"
+	}
+	a := newHarness(t, rs, replica)
+	b := newHarness(t, rs, replica)
+	const alice, bob = "alice@example.com", "bob@example.com"
+	a.setCap(t, alice, 1)
+	a.setCap(t, bob, 1)
+	waitFor(t, "replica B sees the caps", func() bool {
+		_, okA := b.usage.Ledger().Cap(alice)
+		_, okB := b.usage.Ledger().Cap(bob)
+		return okA && okB
+	})
+	tok := a.mint(t, tokens.IssueRequest{})
+
+	for i := range 4 {
+		if resp, body := a.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 200 {
+			t.Fatalf("call %d on replica A, under the cap: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	crossed := time.Now() // A counts its own calls as they end
+	if resp, _ := a.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 429 {
+		t.Fatalf("replica A after crossing the cap: %d; want 429 at once", resp.StatusCode)
+	}
+	var refusedAfter time.Duration
+	extra := 0
+	for {
+		resp, body := b.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok))
+		if resp.StatusCode == 429 {
+			refusedAfter = time.Since(crossed)
+			break
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("replica B: %d %s", resp.StatusCode, body)
+		}
+		extra++
+		if time.Since(crossed) > 5*time.Second {
+			t.Fatal("replica B still lets alice through 5 s after she crossed her cap on replica A")
+		}
+	}
+	t.Logf("replica B refused %v after the cap was crossed on replica A, after %d more calls", refusedAfter, extra)
+	if refusedAfter > time.Second {
+		t.Errorf("replica B refused %v after the cap was crossed on replica A; want within 1 s", refusedAfter)
+	}
+
+	// Concurrent calls on one replica: at most those in flight overshoot.
+	const workers = 4
+	bobTok := a.mint(t, tokens.IssueRequest{Email: bob, Subject: "bob-sub"})
+	var ok atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				resp, _ := a.api(t, "POST", "/v1/chat/completions", chatBody, bearer(bobTok))
+				if resp.StatusCode != 200 {
+					return
+				}
+				ok.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	// $1 at $0.30 a call is crossed by the 4th; the calls already in
+	// flight then (at most one per worker) may still go through.
+	if n := ok.Load(); n < 4 || n > 4+workers {
+		t.Errorf("%d concurrent workers got %d calls through a $1 cap at $0.30 a call; want 4 to %d", workers, n, 4+workers)
+	}
+}
+
+// TestSpendSurvivesRestart: the month's spend and the caps survive a
+// restart of both replicas and of Redis (append-only file).
+func TestSpendSurvivesRestart(t *testing.T) {
+	p := redistest.Process(t)
+	replica := func(s *setup) {
+		s.issuer = "https://llm.example.test"
+		s.upstream.CostUSD = 0.3
+		s.proxy.CostHeader = "x-litellm-response-cost"
+	}
+	const alice = "alice@example.com"
+	t.Run("before", func(t *testing.T) {
+		a := newHarness(t, p.Server, replica)
+		b := newHarness(t, p.Server, replica)
+		a.setCap(t, alice, 1)
+		tok := a.mint(t, tokens.IssueRequest{})
+		for _, h := range []*harness{a, b, a} {
+			if resp, body := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 200 {
+				t.Fatalf("call under the cap: %d %s", resp.StatusCode, body)
+			}
+		}
+		waitFor(t, "$0.90 written", func() bool {
+			n, _ := a.usage.MonthSpend(context.Background(), alice, time.Now())
+			return math.Abs(n-0.9) < 1e-9
+		})
+	})
+	p.Stop()
+	p.Start()
+	t.Run("after", func(t *testing.T) {
+		a := newHarness(t, p.Server, replica)
+		b := newHarness(t, p.Server, replica)
+		waitFor(t, "the spend and cap read back", func() bool {
+			c, ok := b.usage.Ledger().Cap(alice)
+			return ok && c == 1 && math.Abs(b.usage.Ledger().Spent(alice)-0.9) < 1e-9
+		})
+		tok := a.mint(t, tokens.IssueRequest{})
+		if resp, body := b.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 200 {
+			t.Fatalf("call at $0.90 of $1 after the restart: %d %s", resp.StatusCode, body)
+		}
+		if resp, _ := b.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok)); resp.StatusCode != 429 {
+			t.Errorf("call at $1.20 of $1 after the restart: %d; want 429", resp.StatusCode)
+		}
+	})
 }
