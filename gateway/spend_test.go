@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/redistest"
 	"github.com/llmgate/llmgate/internal/usage"
@@ -538,4 +539,59 @@ func TestSpendSurvivesRestart(t *testing.T) {
 			t.Errorf("call at $1.20 of $1 after the restart: %d; want 429", resp.StatusCode)
 		}
 	})
+}
+
+// TestAdminBudget: an admin sets, changes and removes a person's cap over
+// the API; bad amounts are refused naming the field; the admin usage
+// lists everyone's spend against their cap; others may not.
+func TestAdminBudget(t *testing.T) {
+	h := newHarness(t, redistest.Mini(t))
+	demo := devidp.DemoUsers()
+	admin, csrf := signedIn(t, h, demo[0])
+	bob, bobCSRF := signedIn(t, h, demo[1])
+	const url = "/api/admin/users/Bob@Example.com/budget"
+	if status, _, _ := bob.call("PUT", h.url+url, `{"monthly_usd":1000}`, bobCSRF); status != 403 {
+		t.Errorf("bob setting his own cap: %d; want 403", status)
+	}
+	for _, bad := range []string{`{"monthly_usd":-1}`, `{"monthly_usd":"10"}`, `{}`, `{"monthly":5}`} {
+		status, out, _ := admin.call("PUT", h.url+url, bad, csrf)
+		if status != 400 || !strings.Contains(errorMessage(out), "monthly_usd") {
+			t.Errorf("PUT budget %s: %d %v; want 400 naming monthly_usd", bad, status, out)
+		}
+	}
+	status, out, _ := admin.call("PUT", h.url+url, `{"monthly_usd":25.5}`, csrf)
+	if status != 200 || out["monthly_usd"] != 25.5 || out["user_email"] != "bob@example.com" {
+		t.Fatalf("PUT budget 25.5: %d %v", status, out)
+	}
+	if c, ok := h.usage.Ledger().Cap("bob@example.com"); !ok || c != 25.5 {
+		t.Errorf("bob's cap after PUT = %v, %v; want 25.5", c, ok)
+	}
+	h.spend(t, "bob@example.com", 5)
+	_, usage, _ := admin.call("GET", h.url+"/api/admin/usage", "", nil)
+	rows, _ := usage["spend"].([]any)
+	var bobRow map[string]any
+	for _, r := range rows {
+		if m := r.(map[string]any); m["email"] == "bob@example.com" {
+			bobRow = m
+		}
+	}
+	if len(rows) < 2 || rows[0].(map[string]any)["email"] != "bob@example.com" || bobRow["spent_usd"] != 5.0 ||
+		bobRow["cap_usd"] != 25.5 || bobRow["person_cap_usd"] != 25.5 {
+		t.Errorf("GET /api/admin/usage spend = %v; want bob first with $5 of $25.5, alice listed", rows)
+	}
+	if status, out, _ := admin.call("PUT", h.url+url, `{"monthly_usd":null}`, csrf); status != 200 || out["monthly_usd"] != nil {
+		t.Errorf("PUT budget null: %d %v", status, out)
+	}
+	if _, ok := h.usage.Ledger().Cap("bob@example.com"); ok {
+		t.Error("bob still has a cap after PUT null")
+	}
+	var page audit.Page
+	var err error
+	waitFor(t, "two budget events audited", func() bool {
+		page, err = h.audit.List(context.Background(), audit.Filter{Type: audit.TypeUserBudget})
+		return err != nil || len(page.Events) >= 2
+	})
+	if err != nil || len(page.Events) != 2 || page.Events[0].Actor != "alice@example.com" || page.Events[1].Details["monthly_usd"] != "25.5" {
+		t.Errorf("audit of budget changes: %+v, %v; want two user.budget events by alice", page, err)
+	}
 }

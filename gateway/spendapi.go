@@ -124,11 +124,6 @@ func (s *Server) handleOAuthUsage(c *gin.Context) {
 	})
 }
 
-// budgetRequest is the body of PUT /api/admin/users/{email}/budget.
-type budgetRequest struct {
-	MonthlyUSD json.RawMessage `json:"monthly_usd"`
-}
-
 // handleAdminSetBudget sets or removes a person's monthly cap:
 // PUT /api/admin/users/{email}/budget {"monthly_usd": N | null}.
 func (s *Server) handleAdminSetBudget(c *gin.Context) {
@@ -137,11 +132,17 @@ func (s *Server) handleAdminSetBudget(c *gin.Context) {
 		s.fail(c, refuse(http.StatusBadRequest, "invalid_user_email", "%q is not an email address", email))
 		return
 	}
-	var req budgetRequest
+	var req map[string]json.RawMessage
 	if !s.bindJSON(c, &req) {
 		return
 	}
-	capUSD, e := parseMonthlyUSD(req.MonthlyUSD)
+	for k := range req {
+		if k != "monthly_usd" {
+			s.fail(c, refuse(http.StatusBadRequest, "invalid_json", `unknown field %q: send {"monthly_usd": N} to set the cap, or {"monthly_usd": null} to remove it`, k))
+			return
+		}
+	}
+	capUSD, e := parseMonthlyUSD(req["monthly_usd"])
 	if e != nil {
 		s.fail(c, e)
 		return
