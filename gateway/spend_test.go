@@ -336,7 +336,9 @@ func TestSpendOpenAIRefusal(t *testing.T) {
 		waitFor(t, "spend counted", func() bool { return h.usage.Ledger().Spent("alice@example.com") >= 0.3*float64(i+1)-1e-9 })
 	}
 	resp, body := h.api(t, "POST", "/v1/chat/completions", chatBody, bearer(tok))
-	var e struct{ Error struct{ Type, Code, Message string } }
+	var e struct {
+		Error struct{ Type, Code, Message string }
+	}
 	json.Unmarshal([]byte(body), &e)
 	if resp.StatusCode != 429 || e.Error.Type != "insufficient_quota" || resp.Header.Get("X-Should-Retry") != "false" ||
 		resp.Header.Get("Retry-After") == "" || !strings.Contains(e.Error.Message, "$1.00") || !strings.Contains(e.Error.Message, "resets on") {
