@@ -354,6 +354,26 @@ func TestSpendOpenAIRefusal(t *testing.T) {
 	if status != 200 || sp["spent_usd"] != 1.2 || sp["cap_usd"] != 1.0 || sp["cap_source"] != "default" || sp["month"] != time.Now().UTC().Format("2006-01") {
 		t.Errorf("GET /api/usage: %d spend %v; want $1.2 of the $1 default cap", status, sp)
 	}
+	cl, _ := h.tokens.Verify(t.Context(), tok, tokens.ScopeLLM)
+	waitFor(t, "the token's spend written", func() bool {
+		n, _ := h.usage.TokenSpend(t.Context(), cl.ID)
+		return math.Abs(n-1.2) < 1e-9
+	})
+	status, out, _ = b.call("GET", h.url+"/api/tokens/"+cl.ID+"/usage", "", nil)
+	month, _ := out["month"].(map[string]any)
+	if status != 200 || out["spent_usd"] != 1.2 || month["spent_usd"] != 1.2 || month["cap_usd"] != 1.0 {
+		t.Errorf("GET /api/tokens/{id}/usage: %d %v; want the token's $1.2 and the month's $1.2 of $1", status, out)
+	}
+
+	metrics := b.Get(h.url + "/metrics").Body
+	for _, want := range []string{`llmgate_spend_usd_total{group="none"} 1.2`, `llmgate_budget_refusals_total 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("GET /metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(metrics, "alice@") {
+		t.Error("GET /metrics names a person")
+	}
 }
 
 // TestSpendCostSources: a call's cost comes from the upstream's cost
