@@ -253,12 +253,22 @@ const (
 	upstreamLimitsPrefix = "Anthropic-Ratelimit-"
 )
 
+// Header values shared by every answer: ReverseProxy copies response
+// headers value by value, so these slices are never written to.
+var (
+	vAllowed        = []string{"allowed"}
+	vAllowedWarning = []string{"allowed_warning"}
+	vOverage        = []string{"overage"}
+	v075            = []string{"0.75"}
+	v095            = []string{"0.95"}
+)
+
 // setUnifiedHeaders sets the usage-limit headers of b: those of an
-// allowed answer, or those of the 429 at the cap.
+// allowed answer, or those of the 429 at the cap. The names are canonical.
 func setUnifiedHeaders(h http.Header, b *budget, rejected bool) {
-	reset := strconv.FormatInt(b.reset.Unix(), 10)
-	h.Set(hUnifiedReset, reset)
-	h.Set(hUnifiedOverReset, reset)
+	reset := []string{strconv.FormatInt(b.reset.Unix(), 10)}
+	h[hUnifiedReset] = reset
+	h[hUnifiedOverReset] = reset
 	if rejected {
 		h.Set(hUnifiedStatus, "rejected")
 		h.Set(hUnifiedUtilization, "1")
@@ -272,19 +282,19 @@ func setUnifiedHeaders(h http.Header, b *budget, rejected bool) {
 		return
 	}
 	u := b.utilization()
-	status := "allowed"
+	status := vAllowed
 	switch {
 	case u >= 0.95:
-		status = "allowed_warning"
-		h.Set(hUnifiedThreshold, "0.95")
+		status = vAllowedWarning
+		h[hUnifiedThreshold] = v095
 	case u >= 0.75:
-		status = "allowed_warning"
-		h.Set(hUnifiedThreshold, "0.75")
+		status = vAllowedWarning
+		h[hUnifiedThreshold] = v075
 	}
-	h.Set(hUnifiedStatus, status)
-	h.Set(hUnifiedClaim, "overage")
-	h.Set(hUnifiedOverStatus, status)
-	h.Set(hUnifiedUtilization, strconv.FormatFloat(min(math.Floor(u*100)/100, 0.99), 'f', 2, 64))
+	h[hUnifiedStatus] = status
+	h[hUnifiedClaim] = vOverage
+	h[hUnifiedOverStatus] = status
+	h[hUnifiedUtilization] = []string{strconv.FormatFloat(min(math.Floor(u*100)/100, 0.99), 'f', 2, 64)}
 }
 
 // spendHeaders replaces the upstream's rate-limit headers with the
@@ -294,7 +304,8 @@ func (s *Server) spendHeaders(resp *http.Response, c *call) {
 		return
 	}
 	for name := range resp.Header {
-		if strings.HasPrefix(http.CanonicalHeaderKey(name), upstreamLimitsPrefix) {
+		// Names read from the upstream are canonical.
+		if strings.HasPrefix(name, upstreamLimitsPrefix) {
 			delete(resp.Header, name)
 		}
 	}
