@@ -45,6 +45,8 @@ func (s *Server) routes() error {
 	pages.GET("/", s.requireSignIn(), s.handleHome)
 	pages.POST("/ui/tokens", s.requireSignIn(), s.requireCSRF(), s.handleUICreateToken)
 	pages.POST("/ui/tokens/:id/revoke", s.requireSignIn(), s.requireCSRF(), s.handleUIRevokeToken)
+	pages.GET("/ui/admin/spend", s.requireSignIn(), s.requireAdmin(), s.handleUIAdminSpend)
+	pages.POST("/ui/admin/users/:email/budget", s.requireSignIn(), s.requireAdmin(), s.requireCSRF(), s.handleUISetBudget)
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)

@@ -58,6 +58,8 @@ type HomePage struct {
 	FormError string
 	// MaxTTLDays bounds the lifetime choices.
 	MaxTTLDays int
+	// Spend is this month's spend against the cap.
+	Spend SpendBar
 }
 
 // TokenRow is one token in the list.
@@ -114,6 +116,7 @@ var funcs = template.FuncMap{
 		}
 		return out
 	},
+	"usd": func(v float64) string { return fmt.Sprintf("%.2f", v) },
 	"lifetimes": func(maxDays int) []int {
 		var out []int
 		for _, d := range []int{1, 7, 30, 90} {
