@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,12 @@ type tokenView struct {
 	Revoked    bool       `json:"revoked"`
 	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
 	Status     string     `json:"status"`
+	// Kind is "token" (an API token), "cli" (the credential of llmgate
+	// login) or "sign_in" (a Claude Code sign-in: ExpiresAt is when it
+	// ends, each of its access tokens lives LLMGATE_GATEWAY_TOKEN_TTL).
+	Kind string `json:"kind"`
+	// Address is where a sign-in was last renewed from.
+	Address string `json:"address,omitempty"`
 	// TokenID and TokenName repeat ID and Name under the names of the
 	// OpenResty gateway's API, for clients migrating from it.
 	TokenID   string `json:"token_id"`
@@ -49,6 +56,7 @@ func (s *Server) view(r tokens.Record) tokenView {
 		ID: r.ID, Name: r.Name, Email: r.Email, ClientID: r.ClientID, Scopes: r.Scopes, Models: r.Models,
 		RPM: r.RPM, CIDRs: r.CIDRs, MaxCostUSD: r.MaxCostUSD, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 		Revoked: !r.RevokedAt.IsZero(), Status: r.Status(s.cfg.Now()), TokenID: r.ID, TokenName: r.Name,
+		Kind: tokenKind(r), Address: r.Address,
 	}
 	if v.Models == nil {
 		v.Models = []string{}
@@ -60,6 +68,17 @@ func (s *Server) view(r tokens.Record) tokenView {
 		v.RevokedAt = &r.RevokedAt
 	}
 	return v
+}
+
+// tokenKind is a record's kind as the token views show it.
+func tokenKind(r tokens.Record) string {
+	switch {
+	case r.ClientID == tokens.ClientClaudeCode:
+		return "sign_in"
+	case slices.Contains(r.Scopes, tokens.ScopeTokens):
+		return "cli"
+	}
+	return "token"
 }
 
 // createTokenRequest is the body of POST /api/tokens, and of the

@@ -48,6 +48,23 @@ func (s *Server) routes() error {
 	pages.GET("/ui/admin/spend", s.requireSignIn(), s.requireAdmin(), s.handleUIAdminSpend)
 	pages.POST("/ui/admin/users/:email/budget", s.requireSignIn(), s.requireAdmin(), s.requireCSRF(), s.handleUISetBudget)
 
+	// CLI and device sign-in pages (the person's side of them).
+	pages.GET("/cli/authorize", s.checkCLIAuthorize(), s.requireSignIn(), s.handleCLIAuthorize)
+	pages.POST("/cli/authorize", s.requireSession(), s.requireSameOrigin(), s.requireCSRF(), s.handleCLIConsent)
+	pages.GET("/device", s.requireSignIn(), s.handleDevice)
+	pages.POST("/device", s.requireSession(), s.requireSameOrigin(), s.requireCSRF(), s.handleDeviceDecide)
+
+	// The gateway as an OAuth authorization server for the CLI and Claude
+	// Code (public clients: no cookies, no CSRF; OAuth error shapes).
+	oauth := r.Group("/", setFamily(familyAPI))
+	oauth.GET("/.well-known/oauth-authorization-server", s.handleMetadata)
+	oauth.POST("/api/device/code", s.handleDeviceCode)
+	oauth.POST("/oauth/device_authorization", s.handleDeviceCode)
+	oauth.POST("/api/cli/token", s.handleToken)
+	oauth.POST("/api/device/token", s.handleToken)
+	oauth.POST("/oauth/token", s.handleToken)
+	oauth.POST("/oauth/revoke", s.handleRevoke)
+
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)
 	// Claude Code's /usage, with the bearer it calls the LLM API with (SPEC §8).

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/llmgate/llmgate/internal/audit"
+	"github.com/llmgate/llmgate/internal/grants"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/oidc"
@@ -48,6 +49,15 @@ type Config struct {
 	// have not signed in through SSO for this long
 	// (LLMGATE_TOKEN_REQUIRE_LOGIN_WITHIN).
 	RequireLoginWithin time.Duration
+	// CLITokenTTL is the lifetime of the credential `llmgate login` obtains
+	// (LLMGATE_CLI_TOKEN_TTL, default 30d).
+	CLITokenTTL time.Duration
+	// GatewayTokenTTL is the lifetime of the access tokens of Claude Code
+	// sign-ins (LLMGATE_GATEWAY_TOKEN_TTL, default 1h).
+	GatewayTokenTTL time.Duration
+	// GatewayRefreshTTL is the lifetime of a Claude Code sign-in, its
+	// refresh-token family (LLMGATE_GATEWAY_REFRESH_TTL, default 14d).
+	GatewayRefreshTTL time.Duration
 	// Proxy configures the proxied API.
 	Proxy ProxyConfig
 	// KeyPrefix starts the gateway's own Redis keys (rate limits);
@@ -111,6 +121,9 @@ type Server struct {
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
 	spend         spendState
+
+	// CLI, device and Claude Code sign-ins.
+	grants *grants.Store
 }
 
 // New builds the gateway and its routes.
@@ -126,6 +139,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.TokenMaxTTL <= 0 {
 		cfg.TokenMaxTTL = 90 * 24 * time.Hour
+	}
+	if cfg.CLITokenTTL <= 0 {
+		cfg.CLITokenTTL = 30 * 24 * time.Hour
+	}
+	if cfg.GatewayTokenTTL <= 0 {
+		cfg.GatewayTokenTTL = time.Hour
+	}
+	if cfg.GatewayRefreshTTL <= 0 {
+		cfg.GatewayRefreshTTL = 14 * 24 * time.Hour
 	}
 	if cfg.KeyPrefix == "" {
 		cfg.KeyPrefix = "llmgate:"
@@ -160,6 +182,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		audit:    deps.Audit,
 		users:    deps.Users,
 		limiter:  redis_rate.NewLimiter(deps.Redis),
+		grants:   grants.New(deps.Redis, grants.Config{Prefix: cfg.KeyPrefix, Now: cfg.Now}),
 	}
 	s.rateKeyPrefix = cfg.KeyPrefix + "rate:"
 	s.metrics.reg.MustRegister(deps.Audit.Collectors()...)

@@ -297,6 +297,15 @@ func (rp *RelyingParty) admit(id *Identity, verified any) error {
 	return nil
 }
 
+// Admits applies the sign-in policy (LLMGATE_ALLOWED_EMAIL_DOMAINS,
+// LLMGATE_ALLOWED_GROUPS) to a person already known, when a sign-in is
+// renewed without the identity provider: it returns a *PolicyError when
+// they may no longer sign in.
+func (rp *RelyingParty) Admits(email string, groups []string) error {
+	id := Identity{Email: email, Groups: groups}
+	return rp.admit(&id, nil)
+}
+
 // IsAdmin reports whether a person with email and groups is an
 // administrator (LLMGATE_ADMIN_EMAILS or LLMGATE_ADMIN_GROUPS).
 func (rp *RelyingParty) IsAdmin(email string, groups []string) bool {

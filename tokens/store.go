@@ -73,6 +73,9 @@ func parseRecord(id string, h map[string]string) (Record, error) {
 	if ms, err := strconv.ParseInt(h["last_used_at"], 10, 64); err == nil {
 		rec.LastUsedAt = time.UnixMilli(ms).UTC()
 	}
+	if a := h["address"]; a != "" {
+		rec.Address = a
+	}
 	if ms, err := strconv.ParseInt(h["revoked_at"], 10, 64); err == nil {
 		rec.RevokedAt = time.UnixMilli(ms).UTC()
 		rec.RevokedBy = h["revoked_by"]

@@ -99,6 +99,9 @@ type Record struct {
 	LastUsedAt time.Time `json:"last_used_at,omitzero"`
 	RevokedAt  time.Time `json:"revoked_at,omitzero"`
 	RevokedBy  string    `json:"revoked_by,omitempty"`
+	// Address is the client address of a sign-in: where it was approved
+	// for, then where it last refreshed from.
+	Address string `json:"address,omitempty"`
 }
 
 // Token statuses, as Record.Status reports them.

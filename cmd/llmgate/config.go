@@ -924,6 +924,10 @@ func (c *Config) problems() []string {
 			formatDuration(c.TokenDefaultTTL), formatDuration(c.TokenMaxTTL))
 	}
 	positive("LLMGATE_CLI_TOKEN_TTL", c.CLITokenTTL, "30d")
+	if c.TokenMaxTTL > 0 && c.CLITokenTTL > c.TokenMaxTTL {
+		add("LLMGATE_CLI_TOKEN_TTL (%s) is longer than LLMGATE_TOKEN_MAX_TTL (%s): the credential of llmgate login is an API token; lower it or raise the maximum",
+			formatDuration(c.CLITokenTTL), formatDuration(c.TokenMaxTTL))
+	}
 	positive("LLMGATE_KEY_ROTATION", c.KeyRotation, "30d")
 	notNegative("LLMGATE_USER_RECHECK_INTERVAL", c.UserRecheckInterval)
 	notNegative("LLMGATE_TOKEN_REQUIRE_LOGIN_WITHIN", c.TokenRequireLoginWithin)
@@ -950,6 +954,10 @@ func (c *Config) problems() []string {
 	if c.GatewayRefreshTTL < c.GatewayTokenTTL {
 		add("LLMGATE_GATEWAY_REFRESH_TTL (%s) must be at least LLMGATE_GATEWAY_TOKEN_TTL (%s)",
 			formatDuration(c.GatewayRefreshTTL), formatDuration(c.GatewayTokenTTL))
+	}
+	if c.TokenMaxTTL > 0 && c.GatewayRefreshTTL > c.TokenMaxTTL {
+		add("LLMGATE_GATEWAY_REFRESH_TTL (%s) is longer than LLMGATE_TOKEN_MAX_TTL (%s): a Claude Code sign-in is kept as a token record; lower it or raise the maximum",
+			formatDuration(c.GatewayRefreshTTL), formatDuration(c.TokenMaxTTL))
 	}
 	if c.OTLPEndpoint != "" {
 		if msg := httpURLProblem(c.OTLPEndpoint); msg != "" {

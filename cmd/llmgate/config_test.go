@@ -474,6 +474,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"negative token ttl", []string{"LLMGATE_TOKEN_MAX_TTL", "-1d"}, "LLMGATE_TOKEN_MAX_TTL", "positive"},
 		{"gateway token under 10m", []string{"LLMGATE_GATEWAY_TOKEN_TTL", "9m"}, "LLMGATE_GATEWAY_TOKEN_TTL", "10m"},
 		{"refresh under token", []string{"LLMGATE_GATEWAY_TOKEN_TTL", "2h", "LLMGATE_GATEWAY_REFRESH_TTL", "1h"}, "LLMGATE_GATEWAY_REFRESH_TTL", "at least"},
+		{"refresh over token max", []string{"LLMGATE_GATEWAY_REFRESH_TTL", "100d"}, "LLMGATE_GATEWAY_REFRESH_TTL", "LLMGATE_TOKEN_MAX_TTL"},
+		{"cli token over token max", []string{"LLMGATE_CLI_TOKEN_TTL", "100d"}, "LLMGATE_CLI_TOKEN_TTL", "LLMGATE_TOKEN_MAX_TTL"},
 		{"failsafe", []string{"LLMGATE_FAILSAFE", "half"}, "LLMGATE_FAILSAFE", "closed or open"},
 		{"log format", []string{"LLMGATE_LOG_FORMAT", "xml"}, "LLMGATE_LOG_FORMAT", "json or text"},
 		{"trusted proxies", []string{"LLMGATE_TRUSTED_PROXIES", "10.0.0.0/8,10.0.0.300,bogus"}, "LLMGATE_TRUSTED_PROXIES", `"10.0.0.300", "bogus"`},

@@ -147,6 +147,9 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		ShutdownGrace:      cfg.ShutdownGrace,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
 		TokenMaxTTL:        cfg.TokenMaxTTL,
+		CLITokenTTL:        cfg.CLITokenTTL,
+		GatewayTokenTTL:    cfg.GatewayTokenTTL,
+		GatewayRefreshTTL:  cfg.GatewayRefreshTTL,
 		Version:            version,
 		Logger:             log,
 		Proxy: gateway.ProxyConfig{

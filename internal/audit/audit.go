@@ -44,6 +44,14 @@ const (
 	TypeAdminDenied       = "admin.denied"
 	TypeDeprovision       = "deprovision"
 	TypeBackchannelLogout = "backchannel.logout"
+	// CLI and device sign-ins, and the sign-ins of Claude Code (SPEC §8).
+	TypeCLIAuthorize    = "cli.authorize"    // loopback consent approved or denied
+	TypeDeviceAuthorize = "device.authorize" // a device asked for a code
+	TypeDeviceApprove   = "device.approve"   // a device code approved or denied
+	TypeSessionMint     = "session.mint"     // a sign-in started
+	TypeSessionRefresh  = "session.refresh"  // a sign-in's tokens rotated
+	TypeRefreshReplay   = "refresh.replay"   // a rotated refresh token reused: sign-in revoked
+	TypeAuthDenied      = "auth.denied"      // a token request refused
 )
 
 // knownTypes are the values of the type label; anything else is "other".
@@ -51,6 +59,8 @@ var knownTypes = []string{
 	TypeLogin, TypeLoginRefused, TypeLogout, TypeTokenCreate, TypeTokenRevoke,
 	TypeSessionRevoke, TypeUserRevoke, TypeUserBlock, TypeUserUnblock, TypeUserBudget,
 	TypeAPIRefused, TypeAdminDenied, TypeDeprovision, TypeBackchannelLogout,
+	TypeCLIAuthorize, TypeDeviceAuthorize, TypeDeviceApprove, TypeSessionMint,
+	TypeSessionRefresh, TypeRefreshReplay, TypeAuthDenied,
 }
 
 // otherType is the type label of events whose Type is not in knownTypes.
@@ -85,7 +95,7 @@ func DefaultSecurity(e Event) bool {
 		strings.HasSuffix(t, ".block"),
 		strings.HasSuffix(t, ".unblock"),
 		t == TypeDeprovision || strings.HasPrefix(t, TypeDeprovision+"."),
-		t == TypeBackchannelLogout:
+		t == TypeBackchannelLogout, t == TypeRefreshReplay:
 		return true
 	}
 	return false
