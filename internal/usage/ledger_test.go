@@ -141,3 +141,18 @@ func TestPrices(t *testing.T) {
 func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
 
 func nan() float64 { z := 0.0; return z / z }
+
+// TestLedgerForgetsRefusedWrites: a spend that Redis refuses for good is
+// not counted forever as pending.
+func TestLedgerForgetsRefusedWrites(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, srv *redistest.Server) {
+		r := newRecorder(t, srv)
+		ctx := context.Background()
+		// The month's hash is a string: HINCRBY fails with WRONGTYPE.
+		if err := srv.Client.Set(ctx, r.spendKey("2026-03"), "x", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		r.Record(Record{Time: base, Email: "a@example.com", CostUSD: 0.5, CostKnown: true})
+		eventually(t, "the refused spend no longer counted", func() bool { return r.Ledger().Spent("a@example.com") == 0 })
+	})
+}
