@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"slices"
@@ -51,86 +52,112 @@ func viewSession(ss sessions.Session) sessionView {
 // handleAdminSessions lists sessions, of one person (?email=) or of
 // everyone, a page of people at a time: GET /api/admin/sessions.
 func (s *Server) handleAdminSessions(c *gin.Context) {
-	ctx := c.Request.Context()
 	limit, ok := s.intQuery(c, "limit", 100, 1000)
 	if !ok {
 		return
 	}
-	emails := []string{strings.ToLower(strings.TrimSpace(c.Query("email")))}
-	if emails[0] == "" {
+	list, next, e := s.listSessions(c.Request.Context(), c.Query("email"), c.Query("cursor"), limit)
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	out := make([]sessionView, len(list))
+	for i, ss := range list {
+		out[i] = viewSession(ss)
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"sessions": out, "next_cursor": next})
+}
+
+// listSessions returns the sessions of email, or, when email is empty,
+// of everyone: whole people in email order after cursor, until at least
+// limit sessions, and the cursor of the next page ("" after the last).
+func (s *Server) listSessions(ctx context.Context, email, cursor string, limit int) ([]sessions.Session, string, *apiError) {
+	email = strings.ToLower(strings.TrimSpace(email))
+	emails := []string{email}
+	if email == "" {
 		all, err := s.sessions.Emails(ctx)
 		if err != nil {
-			s.fail(c, unavailable("list session users", err))
-			return
+			return nil, "", unavailable("list session users", err)
 		}
-		cursor := c.Query("cursor")
 		i, _ := slices.BinarySearch(all, cursor)
 		if cursor != "" && i < len(all) && all[i] == cursor {
 			i++
 		}
 		emails = all[i:]
 	}
-	out := []sessionView{}
+	out := []sessions.Session{}
 	next := ""
-	for _, e := range emails {
+	for i, e := range emails {
 		list, err := s.sessions.ListByEmail(ctx, e)
 		if err != nil {
-			s.fail(c, unavailable("list sessions", err))
-			return
+			return nil, "", unavailable("list sessions", err)
 		}
-		for _, ss := range list {
-			out = append(out, viewSession(ss))
-		}
-		if len(out) >= limit && c.Query("email") == "" {
+		out = append(out, list...)
+		if len(out) >= limit && email == "" && i < len(emails)-1 {
 			next = e
 			break
 		}
 	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"sessions": out, "next_cursor": next})
+	return out, next, nil
 }
 
 // handleAdminSessionStats counts sessions per person:
 // GET /api/admin/sessions/stats, in the OpenResty gateway's shape.
 func (s *Server) handleAdminSessionStats(c *gin.Context) {
-	ctx := c.Request.Context()
+	total, per, e := s.sessionStats(c.Request.Context())
+	if e != nil {
+		s.fail(c, e)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"total_sessions": total, "unique_users": len(per), "user_sessions": per})
+}
+
+// sessionStats counts live sessions, in total and per person.
+func (s *Server) sessionStats(ctx context.Context) (int, map[string]int, *apiError) {
 	emails, err := s.sessions.Emails(ctx)
 	if err != nil {
-		s.fail(c, unavailable("list session users", err))
-		return
+		return 0, nil, unavailable("list session users", err)
 	}
 	per := map[string]int{}
 	total := 0
 	for _, e := range emails {
 		list, err := s.sessions.ListByEmail(ctx, e)
 		if err != nil {
-			s.fail(c, unavailable("list sessions", err))
-			return
+			return 0, nil, unavailable("list sessions", err)
 		}
 		if len(list) > 0 {
 			per[e] = len(list)
 			total += len(list)
 		}
 	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"total_sessions": total, "unique_users": len(per), "user_sessions": per})
+	return total, per, nil
 }
 
 // handleAdminDeleteSession force-logs-out one session:
 // DELETE /api/admin/sessions/{id}.
 func (s *Server) handleAdminDeleteSession(c *gin.Context) {
-	ss, err := s.sessions.DeleteHandle(c.Request.Context(), c.Param("id"))
-	switch {
-	case errors.Is(err, sessions.ErrNotFound):
-		s.fail(c, refuse(http.StatusNotFound, "session_not_found", "no such session (it may have ended already)"))
-		return
-	case err != nil:
-		s.fail(c, unavailable("delete session", err))
+	actor := currentPrincipal(c).Email
+	ss, e := s.endSession(c.Request.Context(), c.Param("id"), actor, c.ClientIP())
+	if e != nil {
+		s.fail(c, e)
 		return
 	}
-	actor := currentPrincipal(c).Email
-	s.audit.Record(audit.Event{Type: audit.TypeSessionRevoke, Actor: actor, Email: ss.Email, IP: c.ClientIP()})
 	c.JSON(http.StatusOK, gin.H{"deleted": true, "id": ss.Handle, "user_email": ss.Email, "deleted_by": actor})
+}
+
+// endSession force-logs-out the session with handle, for actor, audited.
+func (s *Server) endSession(ctx context.Context, handle, actor, ip string) (sessions.Session, *apiError) {
+	ss, err := s.sessions.DeleteHandle(ctx, handle)
+	switch {
+	case errors.Is(err, sessions.ErrNotFound):
+		return ss, refuse(http.StatusNotFound, "session_not_found", "no such session (it may have ended already)")
+	case err != nil:
+		return ss, unavailable("delete session", err)
+	}
+	s.audit.Record(audit.Event{Type: audit.TypeSessionRevoke, Actor: actor, Email: ss.Email, IP: ip})
+	return ss, nil
 }
 
 // revokeUserRequest is POST /api/admin/sessions/revoke-user.
@@ -147,24 +174,21 @@ func (s *Server) handleAdminRevokeUser(c *gin.Context) {
 		return
 	}
 	email := strings.ToLower(strings.TrimSpace(req.UserEmail))
-	if !strings.Contains(email, "@") {
-		s.fail(c, refuse(http.StatusBadRequest, "invalid_user_email", "user_email must be an email address"))
-		return
-	}
 	actor := currentPrincipal(c).Email
-	n, revoked, e := s.revokeUser(c, email, req.RevokeTokens, actor)
+	n, revoked, e := s.revokeUser(c.Request.Context(), email, req.RevokeTokens, actor, c.ClientIP())
 	if e != nil {
 		s.fail(c, e)
 		return
 	}
-	s.audit.Record(audit.Event{Type: audit.TypeUserRevoke, Actor: actor, Email: email, IP: c.ClientIP(),
-		Details: map[string]string{"deleted_sessions": strconv.Itoa(n), "revoked_tokens": strconv.Itoa(revoked)}})
 	c.JSON(http.StatusOK, gin.H{"user_email": email, "deleted_count": n, "revoked_tokens": revoked, "deleted_by": actor})
 }
 
-// revokeUser ends a person's sessions and, with tokensToo, their tokens.
-func (s *Server) revokeUser(c *gin.Context, email string, tokensToo bool, actor string) (int, int, *apiError) {
-	ctx := c.Request.Context()
+// revokeUser ends a person's sessions and, with tokensToo, their tokens,
+// for actor, audited. It returns the sessions ended and tokens revoked.
+func (s *Server) revokeUser(ctx context.Context, email string, tokensToo bool, actor, ip string) (int, int, *apiError) {
+	if !strings.Contains(email, "@") {
+		return 0, 0, refuse(http.StatusBadRequest, "invalid_user_email", "user_email must be an email address")
+	}
 	revoked := 0
 	if tokensToo {
 		var err error
@@ -176,6 +200,8 @@ func (s *Server) revokeUser(c *gin.Context, email string, tokensToo bool, actor 
 	if err != nil {
 		return 0, 0, unavailable("delete user sessions", err)
 	}
+	s.audit.Record(audit.Event{Type: audit.TypeUserRevoke, Actor: actor, Email: email, IP: ip,
+		Details: map[string]string{"deleted_sessions": strconv.Itoa(n), "revoked_tokens": strconv.Itoa(revoked)}})
 	return n, revoked, nil
 }
 
@@ -185,74 +211,101 @@ func (s *Server) revokeUser(c *gin.Context, email string, tokensToo bool, actor 
 func (s *Server) handleAdminBlock(c *gin.Context) {
 	email := strings.ToLower(strings.TrimSpace(c.Param("email")))
 	actor := currentPrincipal(c).Email
-	if !strings.Contains(email, "@") {
-		s.fail(c, refuse(http.StatusBadRequest, "invalid_user_email", "%q is not an email address", email))
+	n, e := s.blockUser(c.Request.Context(), email, actor, c.ClientIP())
+	if e != nil {
+		s.fail(c, e)
 		return
+	}
+	c.JSON(http.StatusOK, gin.H{"user_email": email, "blocked": true, "deleted_count": n, "blocked_by": actor})
+}
+
+// blockUser blocks email for actor, audited, and returns how many sessions
+// it ended.
+func (s *Server) blockUser(ctx context.Context, email, actor, ip string) (int, *apiError) {
+	if !strings.Contains(email, "@") {
+		return 0, refuse(http.StatusBadRequest, "invalid_user_email", "%q is not an email address", email)
 	}
 	if email == actor {
-		s.fail(c, refuse(http.StatusBadRequest, "cannot_block_self", "you cannot block yourself"))
-		return
+		return 0, refuse(http.StatusBadRequest, "cannot_block_self", "you cannot block yourself")
 	}
-	if err := s.tokens.Block(c.Request.Context(), email, actor); err != nil {
-		s.fail(c, tokenError("block user", err))
-		return
+	if err := s.tokens.Block(ctx, email, actor); err != nil {
+		return 0, tokenError("block user", err)
 	}
-	n, err := s.sessions.DeleteByEmail(c.Request.Context(), email)
+	n, err := s.sessions.DeleteByEmail(ctx, email)
 	if err != nil {
-		s.fail(c, unavailable("delete user sessions", err))
-		return
+		return 0, unavailable("delete user sessions", err)
 	}
-	s.audit.Record(audit.Event{Type: audit.TypeUserBlock, Actor: actor, Email: email, IP: c.ClientIP(),
+	s.audit.Record(audit.Event{Type: audit.TypeUserBlock, Actor: actor, Email: email, IP: ip,
 		Details: map[string]string{"deleted_sessions": strconv.Itoa(n)}})
-	c.JSON(http.StatusOK, gin.H{"user_email": email, "blocked": true, "deleted_count": n, "blocked_by": actor})
+	return n, nil
 }
 
 // handleAdminUnblock lifts a block: POST /api/admin/users/{email}/unblock.
 func (s *Server) handleAdminUnblock(c *gin.Context) {
 	email := strings.ToLower(strings.TrimSpace(c.Param("email")))
 	actor := currentPrincipal(c).Email
-	if err := s.tokens.Unblock(c.Request.Context(), email, actor); err != nil {
-		s.fail(c, tokenError("unblock user", err))
+	if e := s.unblockUser(c.Request.Context(), email, actor, c.ClientIP()); e != nil {
+		s.fail(c, e)
 		return
 	}
-	s.audit.Record(audit.Event{Type: audit.TypeUserUnblock, Actor: actor, Email: email, IP: c.ClientIP()})
 	c.JSON(http.StatusOK, gin.H{"user_email": email, "blocked": false, "unblocked_by": actor})
+}
+
+// unblockUser lifts the block of email for actor, audited.
+func (s *Server) unblockUser(ctx context.Context, email, actor, ip string) *apiError {
+	if err := s.tokens.Unblock(ctx, email, actor); err != nil {
+		return tokenError("unblock user", err)
+	}
+	s.audit.Record(audit.Event{Type: audit.TypeUserUnblock, Actor: actor, Email: email, IP: ip})
+	return nil
 }
 
 // handleAdminTokens lists every token, filtered by ?email= and
 // ?status=active|revoked|expired: GET /api/admin/tokens.
 func (s *Server) handleAdminTokens(c *gin.Context) {
-	ctx := c.Request.Context()
 	limit, ok := s.intQuery(c, "limit", 100, 1000)
 	if !ok {
 		return
 	}
-	status := c.Query("status")
-	if status != "" && status != tokens.StatusActive && status != tokens.StatusRevoked && status != tokens.StatusExpired {
-		s.fail(c, refuse(http.StatusBadRequest, "invalid_status", "status must be active, revoked or expired"))
+	recs, next, e := s.listAllTokens(c.Request.Context(), c.Query("email"), c.Query("status"), c.Query("cursor"), limit)
+	if e != nil {
+		s.fail(c, e)
 		return
+	}
+	out := make([]tokenView, len(recs))
+	for i, r := range recs {
+		out[i] = s.view(r)
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"tokens": out, "next_cursor": next})
+}
+
+// listAllTokens returns up to limit tokens of email (everyone when empty)
+// with status (any when empty), after the token whose id is cursor, and
+// the cursor of the next page ("" after the last).
+func (s *Server) listAllTokens(ctx context.Context, email, status, cursor string, limit int) ([]tokens.Record, string, *apiError) {
+	if status != "" && status != tokens.StatusActive && status != tokens.StatusRevoked && status != tokens.StatusExpired {
+		return nil, "", refuse(http.StatusBadRequest, "invalid_status", "status must be active, revoked or expired")
 	}
 	var recs []tokens.Record
 	var err error
-	if email := strings.ToLower(strings.TrimSpace(c.Query("email"))); email != "" {
+	if email = strings.ToLower(strings.TrimSpace(email)); email != "" {
 		recs, err = s.tokens.List(ctx, email)
 	} else {
 		recs, err = s.tokens.ListAll(ctx, 1000)
 	}
 	if err != nil {
-		s.fail(c, tokenError("list tokens", err))
-		return
+		return nil, "", tokenError("list tokens", err)
 	}
-	// The cursor is the id of the last token of the previous page.
 	start := 0
-	if cur := c.Query("cursor"); cur != "" {
+	if cursor != "" {
 		for i, r := range recs {
-			if r.ID == cur {
+			if r.ID == cursor {
 				start = i + 1
 			}
 		}
 	}
-	out := []tokenView{}
+	out := []tokens.Record{}
 	next := ""
 	now := s.cfg.Now()
 	for _, r := range recs[start:] {
@@ -263,22 +316,29 @@ func (s *Server) handleAdminTokens(c *gin.Context) {
 			next = out[len(out)-1].ID
 			break
 		}
-		out = append(out, s.view(r))
+		out = append(out, r)
 	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"tokens": out, "next_cursor": next})
+	return out, next, nil
 }
 
 // handleAdminRevokeToken revokes anyone's token: DELETE /api/admin/tokens/{id}.
 func (s *Server) handleAdminRevokeToken(c *gin.Context) {
-	actor := currentPrincipal(c).Email
-	rec, err := s.tokens.Revoke(c.Request.Context(), c.Param("id"), actor)
-	if err != nil {
-		s.fail(c, tokenError("revoke token", err))
+	rec, e := s.adminRevokeToken(c.Request.Context(), c.Param("id"), currentPrincipal(c).Email, c.ClientIP())
+	if e != nil {
+		s.fail(c, e)
 		return
 	}
-	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: actor, Email: rec.Email, TokenID: rec.ID, IP: c.ClientIP()})
 	c.JSON(http.StatusOK, s.view(rec))
+}
+
+// adminRevokeToken revokes the token id, whoever's it is, for actor, audited.
+func (s *Server) adminRevokeToken(ctx context.Context, id, actor, ip string) (tokens.Record, *apiError) {
+	rec, err := s.tokens.Revoke(ctx, id, actor)
+	if err != nil {
+		return rec, tokenError("revoke token", err)
+	}
+	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: actor, Email: rec.Email, TokenID: rec.ID, IP: ip})
+	return rec, nil
 }
 
 // handleAdminUsage is usage per person and model: GET /api/admin/usage?days=N.
@@ -308,17 +368,25 @@ func (s *Server) handleAdminAudit(c *gin.Context) {
 	if !ok {
 		return
 	}
-	page, err := s.audit.List(c.Request.Context(), audit.Filter{
+	page, e := s.auditPage(c.Request.Context(), audit.Filter{
 		Email: c.Query("email"), Type: c.Query("type"), Cursor: c.Query("cursor"), Limit: limit,
 	})
-	switch {
-	case errors.Is(err, audit.ErrInvalidCursor):
-		s.fail(c, refuse(http.StatusBadRequest, "invalid_cursor", "cursor is not one this API returned"))
-		return
-	case err != nil:
-		s.fail(c, unavailable("read audit log", err))
+	if e != nil {
+		s.fail(c, e)
 		return
 	}
 	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, page)
+}
+
+// auditPage reads one page of the audit log.
+func (s *Server) auditPage(ctx context.Context, f audit.Filter) (audit.Page, *apiError) {
+	page, err := s.audit.List(ctx, f)
+	switch {
+	case errors.Is(err, audit.ErrInvalidCursor):
+		return page, refuse(http.StatusBadRequest, "invalid_cursor", "cursor is not one this API returned")
+	case err != nil:
+		return page, unavailable("read audit log", err)
+	}
+	return page, nil
 }

@@ -212,7 +212,6 @@ func (s *Server) handleCLIConsent(c *gin.Context) {
 		q.Set("code", code)
 	case "deny":
 		q.Set("error", "access_denied")
-		q.Set("error_description", "the sign-in was denied in the browser")
 	default:
 		s.fail(c, refuse(http.StatusBadRequest, "invalid_action", "choose Approve or Deny"))
 		return

@@ -125,15 +125,26 @@ type personView struct {
 // handleAdminUsers lists everyone who has signed in, by email:
 // GET /api/admin/users?cursor=&limit=.
 func (s *Server) handleAdminUsers(c *gin.Context) {
-	ctx := c.Request.Context()
 	limit, ok := s.intQuery(c, "limit", users.DefaultListLimit, users.MaxListLimit)
 	if !ok {
 		return
 	}
-	people, next, err := s.users.List(ctx, c.Query("cursor"), limit)
-	if err != nil {
-		s.fail(c, unavailable("list people", err))
+	out, next, total, e := s.listPeople(c.Request.Context(), c.Query("cursor"), limit)
+	if e != nil {
+		s.fail(c, e)
 		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"users": out, "total": total, "next_cursor": next})
+}
+
+// listPeople returns a page of everyone who has signed in, in email order
+// after cursor, with their block, active tokens and last API use; the
+// cursor of the next page; and how many people there are in all.
+func (s *Server) listPeople(ctx context.Context, cursor string, limit int) ([]personView, string, int, *apiError) {
+	people, next, err := s.users.List(ctx, cursor, limit)
+	if err != nil {
+		return nil, "", 0, unavailable("list people", err)
 	}
 	total, _ := s.users.Count(ctx)
 	now := s.cfg.Now()
@@ -142,8 +153,7 @@ func (s *Server) handleAdminUsers(c *gin.Context) {
 		v := personView{Person: p, Blocked: s.tokens.Blocked(p.Email)}
 		recs, err := s.tokens.List(ctx, p.Email)
 		if err != nil {
-			s.fail(c, tokenError("list tokens", err))
-			return
+			return nil, "", 0, tokenError("list tokens", err)
 		}
 		for _, r := range recs {
 			if r.Status(now) == tokens.StatusActive {
@@ -156,6 +166,5 @@ func (s *Server) handleAdminUsers(c *gin.Context) {
 		}
 		out[i] = v
 	}
-	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"users": out, "total": total, "next_cursor": next})
+	return out, next, total, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/grants"
@@ -22,6 +23,10 @@ import (
 
 // surfaceClaudeCode is the surface Claude Code names itself with.
 const surfaceClaudeCode = "claude_code"
+
+// deviceCodesPerMinute bounds the device sign-ins one client address may
+// start per minute, so that no one fills Redis with pending grants.
+const deviceCodesPerMinute = 60
 
 // deviceCodeResponse is the answer to a device authorization request.
 type deviceCodeResponse struct {
@@ -62,6 +67,17 @@ func (s *Server) handleDeviceCode(c *gin.Context) {
 	name, ok := cleanText(first(form, "name"), maxNameLen)
 	if !ok {
 		s.oauthFail(c, oauthRefuse(http.StatusBadRequest, "invalid_request", "name is too long or holds control characters"))
+		return
+	}
+	res, err := s.limiter.Allow(c.Request.Context(), s.rateKeyPrefix+"device_code:"+c.ClientIP(), redis_rate.PerMinute(deviceCodesPerMinute))
+	if err != nil {
+		s.oauthFail(c, oauthUnavailable("rate-limit device codes", err))
+		return
+	}
+	if res.Allowed == 0 {
+		c.Header("Retry-After", strconv.Itoa(int(res.RetryAfter/time.Second)+1))
+		s.oauthFail(c, oauthRefuse(http.StatusTooManyRequests, "slow_down",
+			"too many sign-ins were started from this address in the last minute; try again shortly"))
 		return
 	}
 	ua, _ := cleanText(truncateRunes(c.Request.UserAgent(), 200), 200)

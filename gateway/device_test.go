@@ -164,6 +164,23 @@ func TestDeviceCodeForms(t *testing.T) {
 	b, _ := signedIn(t, h, devidp.DemoUsers()[0])
 	dev := h.deviceCode(t, "/api/device/code", nil, nil)
 	uc := str(dev, "user_code")
+	defer func() {
+		// One address may start 60 sign-ins a minute (four were made above;
+		// the limit refills at one a second while the test runs).
+		n := 4
+		for ; n < 80; n++ {
+			resp, _ := h.oauthPost(t, "/api/device/code", nil, nil)
+			if resp.StatusCode == http.StatusTooManyRequests {
+				if resp.Header.Get("Retry-After") == "" {
+					t.Errorf("429 without Retry-After")
+				}
+				break
+			}
+		}
+		if n < 60 || n > 75 {
+			t.Errorf("device codes from one address were refused after %d, want after 60 (a minute's worth)", n)
+		}
+	}()
 	for _, typed := range []string{uc, strings.ToLower(uc), strings.ReplaceAll(uc, "-", " "), strings.ToLower(strings.ReplaceAll(uc, "-", ""))} {
 		p := b.Get(h.url + "/device?user_code=" + url.QueryEscape(typed))
 		if p.Status != http.StatusOK || !strings.Contains(p.Body, uc) || !strings.Contains(p.Body, `id="approve"`) {

@@ -124,8 +124,37 @@ func (s *Server) errorPage(c *gin.Context, e *apiError) ui.ErrorPage {
 	default:
 		p.Heading = "Something went wrong"
 	}
-	if e.Code == "login_expired" || e.Code == "login_state" {
-		p.ActionURL, p.ActionText = "/oauth2/start?rd=%2F", "Start sign-in again"
+	signIn := "/oauth2/start?rd=%2F"
+	switch e.Code {
+	case "login_expired", "login_state":
+		p.ActionURL, p.ActionText = signIn, "Start sign-in again"
+	case "session_expired":
+		p.Heading = "Your session has ended"
+		p.Advice = "Nothing was changed. Sign in again, then repeat what you were doing."
+		p.ActionURL, p.ActionText = signIn, "Sign in again"
+	case "user_blocked":
+		p.Heading = "Your account is blocked"
+		p.Advice = "An administrator of this gateway blocked your account: your sessions ended and your API tokens are refused. Ask them to unblock you."
+	case "login_domain", "login_group", "login_email_unverified", "login_email_missing":
+		p.Heading = "This account may not sign in here"
+		p.Advice = "If you have another account (for example your work account), sign out of the identity provider and sign in with that one."
+		p.ActionURL, p.ActionText = signIn, "Try another account"
+	case "admin_required":
+		p.Heading = "Administrators only"
+		p.Advice = "This page is part of the admin console. If you need it, ask an administrator to add you."
+		p.ActionURL, p.ActionText = "/", "Go to your tokens"
+	case "csrf_invalid", "csrf_origin":
+		p.Heading = "This form has expired"
+		p.Message = "The form was sent without this session's security token: it was opened before your last sign-in, or by another site."
+		p.Advice = "Nothing was changed. Reload the page and submit the form again."
+		p.ActionURL, p.ActionText = "/", "Go to your tokens"
+	case "idp_refused":
+		p.Heading = "The identity provider refused the sign-in"
+		p.ActionURL, p.ActionText = signIn, "Try again"
+	}
+	if p.ActionURL == "" && e.Status >= 500 {
+		p.Advice = "This is on our side, not yours. Wait a moment and try again; if it goes on, tell your administrator."
+		p.ActionURL, p.ActionText = "/", "Go to the home page"
 	}
 	if u := currentUser(c); u != nil {
 		p.User = u

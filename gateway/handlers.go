@@ -3,9 +3,12 @@ package gateway
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/gin-gonic/gin"
 
@@ -39,9 +42,8 @@ func (s *Server) renderHome(c *gin.Context, status int, created *ui.NewToken, fo
 		}
 		rows = append(rows, row)
 	}
-	c.Header("Cache-Control", "no-store")
 	s.render(c, status, ui.HomePage{
-		Layout:         ui.Layout{Title: "Home", User: currentUser(c), CSRFToken: s.csrfToken(c)},
+		Layout:         s.layout(c, "Tokens", "tokens"),
 		SessionExpires: sess.ExpiresAt,
 		BaseURL:        s.cfg.PublicURL.String(),
 		Tokens:         rows,
@@ -57,7 +59,15 @@ func (s *Server) renderHome(c *gin.Context, status int, created *ui.NewToken, fo
 func (s *Server) handleUICreateToken(c *gin.Context) {
 	sess := currentSession(c)
 	var ttl time.Duration
-	if v := c.PostForm("ttl"); v != "" {
+	v := c.PostForm("ttl")
+	if v == "custom" {
+		v = strings.TrimSpace(c.PostForm("ttl_custom"))
+		if v == "" {
+			s.renderHome(c, http.StatusBadRequest, nil, "Custom lifetime is empty: enter a duration like 45d or 12h.")
+			return
+		}
+	}
+	if v != "" {
 		d, err := duration.Parse(v)
 		if err != nil || d <= 0 {
 			s.renderHome(c, http.StatusBadRequest, nil, "Lifetime "+v+" is not a duration like 30d.")
@@ -65,15 +75,28 @@ func (s *Server) handleUICreateToken(c *gin.Context) {
 		}
 		ttl = d
 	}
-	var models []string
-	for _, m := range strings.Split(c.PostForm("models"), ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			models = append(models, m)
+	rpm := 0
+	if v := strings.TrimSpace(c.PostForm("rpm")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.renderHome(c, http.StatusBadRequest, nil, "Requests per minute "+v+" is not a whole number (leave it empty for no limit).")
+			return
 		}
+		rpm = n
+	}
+	budget := 0.0
+	if v := strings.TrimSpace(strings.TrimPrefix(c.PostForm("max_cost_usd"), "$")); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			s.renderHome(c, http.StatusBadRequest, nil, "Budget "+v+" is not an amount of US dollars like 25 or 7.50 (leave it empty for none).")
+			return
+		}
+		budget = f
 	}
 	raw, rec, err := s.tokens.Issue(c.Request.Context(), tokens.IssueRequest{
 		Name: strings.TrimSpace(c.PostForm("name")), Email: sess.Email, Subject: sess.Subject, UserName: sess.Name,
-		ClientID: tokens.ClientUI, TTL: ttl, Scopes: []string{tokens.ScopeLLM}, Models: models,
+		ClientID: tokens.ClientUI, TTL: ttl, Scopes: []string{tokens.ScopeLLM}, Models: formList(c.PostForm("models")),
+		RPM: rpm, CIDRs: formList(c.PostForm("cidrs")), MaxCostUSD: budget,
 	})
 	var ve *tokens.ValidationError
 	if errors.As(err, &ve) {
@@ -86,7 +109,16 @@ func (s *Server) handleUICreateToken(c *gin.Context) {
 	}
 	s.audit.Record(audit.Event{Type: audit.TypeTokenCreate, Actor: sess.Email, Email: sess.Email, TokenID: rec.ID, IP: c.ClientIP(),
 		Details: map[string]string{"name": rec.Name, "expires_at": rec.ExpiresAt.Format(time.RFC3339), "via": "ui"}})
-	s.renderHome(c, http.StatusOK, &ui.NewToken{Name: rec.Name, Token: raw}, "")
+	nt := &ui.NewToken{Name: rec.Name, Token: raw}
+	if len(rec.Models) > 0 {
+		nt.Model = rec.Models[0]
+	}
+	s.renderHome(c, http.StatusOK, nt, "")
+}
+
+// formList splits a form field of comma- or space-separated values.
+func formList(v string) []string {
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
 }
 
 // handleUIRevokeToken revokes one of the person's tokens from the home
@@ -106,7 +138,7 @@ func (s *Server) handleUIRevokeToken(c *gin.Context) {
 		return
 	}
 	s.audit.Record(audit.Event{Type: audit.TypeTokenRevoke, Actor: sess.Email, Email: sess.Email, TokenID: id, IP: c.ClientIP()})
-	c.Redirect(http.StatusSeeOther, "/")
+	s.doneTo(c, "/", "Token “"+rec.Name+"” revoked: calls with it are refused from now on.")
 }
 
 // meResponse is GET /api/me.

@@ -268,10 +268,18 @@ func currentUser(c *gin.Context) *ui.User {
 }
 
 // requireSignIn sends a browser without a session to sign in, coming back
-// to the page it asked for.
+// to the page it asked for; a form posted without one gets a page saying
+// the session has ended.
 func (s *Server) requireSignIn() gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if currentSession(c) != nil {
+			return
+		}
+		if c.Request.Method != http.MethodGet && c.Request.Method != http.MethodHead {
+			// A form sent after the session ended: say so rather than
+			// replaying it as a GET after sign-in.
+			s.fail(c, refuse(http.StatusUnauthorized, "session_expired",
+				"your session has ended (it expired, you signed out, or an administrator ended it), so this was not done"))
 			return
 		}
 		rd := c.Request.URL.Path

@@ -3,7 +3,6 @@ package gateway
 import (
 	"math"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -34,23 +33,12 @@ func percentOf(spent, limit float64) int {
 // handleUIAdminSpend lists people by spend this month with their caps,
 // each editable: GET /ui/admin/spend.
 func (s *Server) handleUIAdminSpend(c *gin.Context) {
-	notice := ""
-	if who := c.Query("saved"); who != "" {
-		notice = "Saved the cap of " + who + "."
-	}
-	s.renderAdminSpend(c, http.StatusOK, notice, "")
-}
-
-func (s *Server) renderAdminSpend(c *gin.Context, status int, notice, formError string) {
 	rows, err := s.spendRows(c)
 	if err != nil {
 		s.fail(c, unavailable("read people", err))
 		return
 	}
-	page := ui.AdminSpendPage{
-		Layout: ui.Layout{Title: "Spend", User: currentUser(c), CSRFToken: s.csrfToken(c)},
-		Month:  s.cfg.Now().UTC().Format("2006-01"), Notice: notice, FormError: formError,
-	}
+	page := ui.AdminSpendPage{Layout: s.layout(c, "Spend", "admin-spend"), Month: s.cfg.Now().UTC().Format("2006-01")}
 	for _, r := range rows {
 		row := ui.SpendRow{Email: r.Email, SpentUSD: r.SpentUSD}
 		if r.CapUSD != nil {
@@ -62,32 +50,32 @@ func (s *Server) renderAdminSpend(c *gin.Context, status int, notice, formError 
 		}
 		page.People = append(page.People, row)
 	}
-	c.Header("Cache-Control", "no-store")
-	s.render(c, status, page)
+	s.render(c, http.StatusOK, page)
 }
 
-// handleUISetBudget sets or removes a person's cap from the admin spend
-// page's form: POST /ui/admin/users/{email}/budget with monthly_usd (empty
-// removes the cap). It answers with a redirect back to the page.
+// handleUISetBudget sets or removes a person's cap from the spend page's
+// form: POST /ui/admin/spend with email and monthly_usd (empty removes the
+// cap), then back to the page with what was done.
 func (s *Server) handleUISetBudget(c *gin.Context) {
-	email := strings.ToLower(strings.TrimSpace(c.Param("email")))
+	email := strings.ToLower(strings.TrimSpace(c.PostForm("email")))
 	if !strings.Contains(email, "@") {
-		s.renderAdminSpend(c, http.StatusBadRequest, "", email+" is not an email address.")
+		s.actionDone(c, "/ui/admin/spend", "", refuse(http.StatusBadRequest, "invalid_user_email", "%q is not an email address", email))
 		return
 	}
 	var capUSD *float64
-	if v := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(c.PostForm("monthly_usd")), "$")); v != "" {
+	v := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(c.PostForm("monthly_usd")), "$"))
+	if v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f > 1e9 {
-			s.renderAdminSpend(c, http.StatusBadRequest, "",
-				"The cap of "+email+" was not changed: “"+v+"” is not an amount in USD. Write a number such as 200 or 49.5, or leave the field empty to remove the cap.")
+			s.actionDone(c, "/ui/admin/spend", "", refuse(http.StatusBadRequest, "invalid_monthly_usd",
+				"the cap of %s was not changed: %q is not an amount in USD; write a number such as 200 or 49.5, or leave the field empty to remove the cap", email, v))
 			return
 		}
 		capUSD = &f
 	}
-	if e := s.setBudget(c, email, capUSD, currentPrincipal(c).Email); e != nil {
-		s.fail(c, e)
-		return
+	msg := "Removed the own cap of " + email + "."
+	if capUSD != nil {
+		msg = "Set the own cap of " + email + " to " + ui.USD(*capUSD) + " a month."
 	}
-	c.Redirect(http.StatusSeeOther, "/ui/admin/spend?saved="+url.QueryEscape(email))
+	s.actionDone(c, "/ui/admin/spend", msg, s.setBudget(c, email, capUSD, currentPrincipal(c).Email))
 }

@@ -49,13 +49,17 @@ func (l *lastUsed) get(id string) (int64, bool) {
 	return ms, ok
 }
 
+// take returns the queued times and starts a new queue; nil when none are
+// queued (the empty map stays in use, so it must not be handed out: the
+// caller reads it without the lock).
 func (l *lastUsed) take() map[string]int64 {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	p := l.pending
-	if len(p) > 0 {
-		l.pending = make(map[string]int64, len(p))
+	if len(p) == 0 {
+		return nil
 	}
-	l.mu.Unlock()
+	l.pending = make(map[string]int64, len(p))
 	return p
 }
 

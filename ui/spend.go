@@ -34,9 +34,6 @@ type AdminSpendPage struct {
 	Layout
 	Month  string
 	People []SpendRow
-	// Notice confirms the last change; FormError says what was wrong with it.
-	Notice    string
-	FormError string
 }
 
 // SpendRow is one person on the admin spend page.

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"strings"
 	"time"
 )
 
@@ -35,6 +36,14 @@ type Layout struct {
 	Title     string
 	User      *User  // nil when nobody is signed in
 	CSRFToken string // for the sign-out form
+	// Section is the navigation entry to mark as current: "tokens",
+	// "usage", "admin-sessions", "admin-tokens", "admin-users",
+	// "admin-usage", "admin-audit", "admin-spend".
+	Section string
+	// Flash says what the last action did (after a redirect).
+	Flash string
+	// FlashError marks a Flash that says an action was refused.
+	FlashError bool
 }
 
 // User is the signed-in person as pages show them.
@@ -77,6 +86,9 @@ type TokenRow struct {
 type NewToken struct {
 	Name  string
 	Token string
+	// Model is the first model the token allows, "" for any: the
+	// settings to paste use it.
+	Model string
 }
 
 // ErrorPage explains a refusal or failure and what to do next.
@@ -85,6 +97,8 @@ type ErrorPage struct {
 	Status  int
 	Heading string
 	Message string
+	// Advice says what to do about it, when Message does not.
+	Advice string
 	// ActionURL and ActionText offer the next step, e.g. signing in again.
 	ActionURL  string
 	ActionText string
@@ -116,7 +130,6 @@ var funcs = template.FuncMap{
 		}
 		return out
 	},
-	"usd": func(v float64) string { return fmt.Sprintf("%.2f", v) },
 	"lifetimes": func(maxDays int) []int {
 		var out []int
 		for _, d := range []int{1, 7, 30, 90} {
@@ -137,10 +150,10 @@ func NewRenderer() (*Renderer, error) {
 	r := &Renderer{pages: map[string]*template.Template{}}
 	for _, n := range names {
 		base := n[len("templates/"):]
-		if base == "layout.html" {
-			continue
+		if base == "layout.html" || strings.HasPrefix(base, "_") {
+			continue // the frame and partials, parsed with every page
 		}
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/_*.html", n)
 		if err != nil {
 			return nil, fmt.Errorf("parse template %s: %w", base, err)
 		}

@@ -7,6 +7,6 @@
 // only as SHA-256 hashes, and every take or state change is one atomic
 // Redis command or script, so two replicas never both hand out one grant.
 //
-// go-redis is used only here in this package; the gateway turns what a
-// grant says into tokens.
+// The package knows nothing of HTTP or of tokens: the gateway shows
+// grants on its pages and turns an approved one into a token.
 package grants
