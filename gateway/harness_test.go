@@ -64,6 +64,10 @@ type setup struct {
 	sessions    sessions.Config
 	claimsHook  func(clientID string, u devidp.User, claims map[string]any)
 	users       []devidp.User
+	// claudeCode, idpAudiences and otlp are the Claude Code settings (§8).
+	claudeCode   ClaudeCodeConfig
+	idpAudiences []string
+	otlp         *url.URL
 }
 
 // harness is a gateway on loopback, signed into by a real OpenID Provider
@@ -176,6 +180,9 @@ func newHarness(tb testing.TB, rs *redistest.Server, opts ...func(*setup)) *harn
 		Proxy:              pcfg,
 		RequireLoginWithin: st.requireLogin,
 		KeyPrefix:          rs.Prefix,
+		ClaudeCode:         st.claudeCode,
+		IDPTokenAudiences:  st.idpAudiences,
+		OTLPEndpoint:       st.otlp,
 	}, Deps{Sessions: store, RP: rp, Tokens: tok, Usage: rec, Audit: auditLog, Users: people, Redis: rs.Client, Checks: []Check{{Name: "redis", Check: func(ctx context.Context) error {
 		return rs.Client.Ping(ctx).Err()
 	}}}})

@@ -60,6 +60,10 @@ type ProxyConfig struct {
 	// this long (an SSE stream gets a closing error event). There is no
 	// total timeout: long streams are not cut while they flow.
 	ReadIdleTimeout time.Duration
+	// SSEKeepalive, when positive, sends an SSE comment line
+	// (": keepalive") between events when a streaming upstream has been
+	// silent this long (LLMGATE_SSE_KEEPALIVE); 0 is off.
+	SSEKeepalive time.Duration
 	// IdleConnTimeout closes idle upstream connections; keep it below the
 	// upstream's own keep-alive timeout (uvicorn's is 5 s).
 	IdleConnTimeout time.Duration
@@ -157,7 +161,7 @@ func (s *Server) match(path string) *upstream {
 // ServeHTTP sends proxied paths down the lean proxy path and everything
 // else to the gateway's own routes.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if up := s.match(r.URL.Path); up != nil {
+	if up := s.match(r.URL.Path); up != nil && !otlpPaths[r.URL.Path] {
 		s.proxy(w, r, up)
 		return
 	}
@@ -171,9 +175,11 @@ type call struct {
 	start     time.Time
 	claims    *tokens.Claims
 	up        *upstream
-	anthropic bool   // the Anthropic API family (refusal shapes, credential header)
-	viaAPIKey bool   // the caller sent x-api-key rather than Authorization
-	model     string // the requested model, when read
+	anthropic bool             // the Anthropic API family (refusal shapes, credential header)
+	viaAPIKey bool             // the caller sent x-api-key rather than Authorization
+	model     string           // the requested model, when read
+	policy    *policy          // the person's Claude Code policy, or nil
+	keepalive *keepaliveWriter // with LLMGATE_SSE_KEEPALIVE on
 	clientIP  string
 	status    int
 	// budget is the spend cap that binds the caller, nil without one.
@@ -213,18 +219,20 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 			fmt.Sprintf("no API token: send it as Authorization: Bearer or x-api-key; create one at %s", s.cfg.PublicURL), "missing token")
 		return
 	}
-	cl, err := s.tokens.Verify(r.Context(), raw, tokens.ScopeLLM)
+	id, err := s.identify(r.Context(), raw, false)
 	if err != nil {
-		e := tokenError("verify token", err)
+		e := s.identifyError(err)
 		s.refuse(w, r, c, e.Status, errorType(e.Status), e.Code, e.Message, err.Error())
 		return
 	}
+	cl := id.claims
 	c.claims = cl
-	if !s.recentLogin(cl) {
+	if cl.ClientID != ClientIDP && !s.recentLogin(cl) {
 		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "login_required",
 			fmt.Sprintf("API tokens need a sign-in within %s: sign in again at %s, then retry", duration.Format(s.cfg.RequireLoginWithin), s.cfg.PublicURL), "no recent sign-in")
 		return
 	}
+	c.policy = s.personPolicy(r.Context(), cl.Email, id.groups, id.haveGroups)
 	if len(cl.CIDRs) > 0 {
 		addr, err := netip.ParseAddr(c.clientIP)
 		if err != nil || !cl.AllowsAddr(addr.Unmap()) {
@@ -238,17 +246,21 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 	if !ok {
 		return
 	}
-	if len(cl.Models) > 0 || s.proxyCfg.InjectUser || s.proxyCfg.Spend.Prices != nil {
+	policyModels := c.policy != nil && len(c.policy.Models) > 0
+	if len(cl.Models) > 0 || policyModels || s.proxyCfg.InjectUser || s.proxyCfg.Spend.Prices != nil {
 		c.model, _ = topLevelString(body, "model")
 	}
-	if len(cl.Models) > 0 && c.model != "" && !cl.AllowsModel(c.model) {
+	if c.model != "" && (!cl.AllowsModel(c.model) || !c.policy.allowsModel(c.model)) {
 		status, typ := http.StatusForbidden, "permission_error"
 		if c.anthropic {
 			// Claude Code shows 400 invalid_request_error as a model choice problem.
 			status, typ = http.StatusBadRequest, "invalid_request_error"
 		}
-		s.refuse(w, r, c, status, typ, "model_not_allowed",
-			fmt.Sprintf("this token may not use model %q; allowed: %s", c.model, strings.Join(cl.Models, ", ")), "model not allowed")
+		msg := fmt.Sprintf("this token may not use model %q; allowed: %s", c.model, strings.Join(cl.Models, ", "))
+		if !c.policy.allowsModel(c.model) {
+			msg = fmt.Sprintf("model %q is not allowed for %s by the gateway's policy; choose one of: %s", c.model, cl.Email, strings.Join(c.policy.Models, ", "))
+		}
+		s.refuse(w, r, c, status, typ, "model_not_allowed", msg, "model not allowed")
 		return
 	}
 	if !s.checkLimits(w, r, c) {
@@ -263,6 +275,11 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		r.ContentLength = int64(len(body))
 	}
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	if s.proxyCfg.SSEKeepalive > 0 {
+		c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+		defer c.keepalive.stop()
+		w = c.keepalive
+	}
 	up.rp.ServeHTTP(w, r)
 }
 
@@ -391,9 +408,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		return nil
 	}
 	c.status = resp.StatusCode
-	if resp.StatusCode == http.StatusOK && len(c.claims.Models) > 0 &&
+	if resp.StatusCode == http.StatusOK && (len(c.claims.Models) > 0 || c.policy != nil && len(c.policy.Models) > 0) &&
 		resp.Request.Method == http.MethodGet && strings.HasSuffix(resp.Request.URL.Path, "/models") {
-		filterModels(resp, c.claims)
+		filterModels(resp, func(m string) bool { return c.claims.AllowsModel(m) && c.policy.allowsModel(m) })
 	}
 	s.spendHeaders(resp, c)
 	meter := usage.NewMeter(resp.Header.Get("Content-Type"))
@@ -410,6 +427,9 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	upstreamBody := resp.Body
 	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
 	resp.Body = mb
+	if sse && c.keepalive != nil {
+		c.keepalive.arm()
+	}
 	mb.done = func(streamErr error) {
 		mb.timer.Stop()
 		u := meter.Usage()

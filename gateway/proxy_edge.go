@@ -15,7 +15,6 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 
 	"github.com/llmgate/llmgate/internal/audit"
-	"github.com/llmgate/llmgate/tokens"
 )
 
 // refuse answers a proxied call that will not reach the upstream, in the
@@ -173,9 +172,9 @@ func (s *Server) checkLimits(w http.ResponseWriter, r *http.Request, c *call) bo
 	return s.checkSpend(w, r, c)
 }
 
-// filterModels rewrites a model list so it shows only what the token may
+// filterModels rewrites a model list so it shows only what the caller may
 // call. The list is small, so it is read whole.
-func filterModels(resp *http.Response, cl *tokens.Claims) {
+func filterModels(resp *http.Response, allows func(model string) bool) {
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	resp.Body.Close()
 	var list map[string]json.RawMessage
@@ -183,7 +182,7 @@ func filterModels(resp *http.Response, cl *tokens.Claims) {
 	if err == nil && json.Unmarshal(raw, &list) == nil && json.Unmarshal(list["data"], &data) == nil {
 		kept := data[:0]
 		for _, m := range data {
-			if id, _ := m["id"].(string); cl.AllowsModel(id) {
+			if id, _ := m["id"].(string); allows(id) {
 				kept = append(kept, m)
 			}
 		}

@@ -83,6 +83,14 @@ func (s *Server) routes() error {
 	// Claude Code's /usage, with the bearer it calls the LLM API with (SPEC §8).
 	r.GET("/api/oauth/usage", setFamily(familyAPI), s.handleOAuthUsage)
 
+	// Claude Code and Claude Desktop (SPEC §8).
+	r.HEAD("/api/hello", s.handleHello)
+	r.GET("/api/hello", s.handleHello)
+	r.GET("/managed/settings", setFamily(familyAPI), s.handleManagedSettings)
+	for path := range otlpPaths {
+		r.POST(path, setFamily(familyAPI), s.handleOTLP)
+	}
+
 	// JSON API: API token with scope "tokens", or session cookie (+CSRF on writes).
 	api := r.Group("/api", setFamily(familyAPI), s.loadToken(), s.loadSession(), s.requireUser(), s.requireCSRF())
 	api.GET("/me", s.handleMe)

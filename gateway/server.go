@@ -60,6 +60,16 @@ type Config struct {
 	GatewayRefreshTTL time.Duration
 	// Proxy configures the proxied API.
 	Proxy ProxyConfig
+	// ClaudeCode holds the Claude Code policies: models enforced on every
+	// proxied call of the people they match, and their managed settings.
+	ClaudeCode ClaudeCodeConfig
+	// OTLPEndpoint is the OTLP/HTTP collector Claude Code telemetry is
+	// forwarded to (LLMGATE_OTLP_ENDPOINT); nil accepts and drops it.
+	OTLPEndpoint *url.URL
+	// IDPTokenAudiences, when not empty, lets the identity provider's own
+	// ID and access tokens with one of these audiences be API credentials
+	// (LLMGATE_IDP_TOKEN_AUDIENCES).
+	IDPTokenAudiences []string
 	// KeyPrefix starts the gateway's own Redis keys (rate limits);
 	// default "llmgate:".
 	KeyPrefix string
@@ -121,6 +131,12 @@ type Server struct {
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
 	spend         spendState
+
+	// Claude Code and Claude Desktop (SPEC §8).
+	policies []*policy
+	groups   groupCache
+	idp      idpCache
+	otlp     *http.Client
 
 	// CLI, device and Claude Code sign-ins.
 	grants *grants.Store
@@ -185,6 +201,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grants:   grants.New(deps.Redis, grants.Config{Prefix: cfg.KeyPrefix, Now: cfg.Now}),
 	}
 	s.rateKeyPrefix = cfg.KeyPrefix + "rate:"
+	if s.policies, err = newPolicies(cfg.ClaudeCode); err != nil {
+		return nil, err
+	}
+	s.otlp = newOTLPClient()
 	s.metrics.reg.MustRegister(deps.Audit.Collectors()...)
 	s.metrics.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "llmgate_usage_dropped_total",

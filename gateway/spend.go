@@ -2,20 +2,17 @@ package gateway
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmgate/llmgate/internal/usage"
-	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/tokens"
 )
 
@@ -67,8 +64,7 @@ func (p *BudgetPolicy) matches(email string, groups []string) bool {
 // spendState is the gateway's part of spend caps.
 type spendState struct {
 	ledger      *usage.Ledger
-	needGroups  bool // some cap depends on a person's groups
-	groups      groupCache
+	needGroups  bool // some cap depends on a person's groups (s.groupsOf)
 	spentUSD    *prometheus.CounterVec
 	refusals    prometheus.Counter
 	groupLabels map[string]bool // the values of the group label
@@ -84,13 +80,6 @@ func (s *Server) initSpend() {
 			sp.needGroups = true
 		}
 	}
-	sp.groups = groupCache{m: map[string]groupEntry{}, load: func(ctx context.Context, email string) ([]string, error) {
-		p, err := s.users.Get(ctx, email)
-		if errors.Is(err, users.ErrNotFound) {
-			return nil, nil // never signed in (yet): no groups
-		}
-		return p.Groups, err
-	}}
 	sp.spentUSD = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "llmgate_spend_usd_total",
 		Help: "Cost in USD of proxied calls of known cost, by the budget group whose cap applies to the caller (\"none\" without a group cap).",
@@ -182,7 +171,7 @@ func (s *Server) personBudget(email string, groups []string) (*budget, string) {
 func (s *Server) callBudget(ctx context.Context, cl *tokens.Claims) (*budget, string, error) {
 	var groups []string
 	if s.spend.needGroups {
-		groups = s.spend.groups.get(ctx, cl.Email)
+		groups = s.groupsOf(ctx, cl.Email)
 	}
 	b, group := s.personBudget(cl.Email, groups)
 	if cl.MaxCostUSD > 0 {
@@ -325,65 +314,4 @@ func (s *Server) callCost(c *call, header float64, headerKnown bool, u usage.Usa
 		s.spend.spentUSD.WithLabelValues(c.spendGroup).Add(cost)
 	}
 	return cost, known
-}
-
-// groupCache remembers people's groups (from their last sign-in) for the
-// group caps, so that a spend check costs a Redis round trip only on a
-// person's first call: an entry older than groupsFresh is reloaded in
-// the background while the old one serves.
-type groupCache struct {
-	mu   sync.Mutex
-	m    map[string]groupEntry
-	load func(ctx context.Context, email string) ([]string, error)
-}
-
-type groupEntry struct {
-	groups  []string
-	at      time.Time
-	loading bool
-}
-
-const (
-	groupsFresh   = time.Minute
-	groupsMaxKept = 100_000
-)
-
-func (g *groupCache) get(ctx context.Context, email string) []string {
-	now := time.Now()
-	g.mu.Lock()
-	e, ok := g.m[email]
-	if ok && (now.Sub(e.at) < groupsFresh || e.loading) {
-		g.mu.Unlock()
-		return e.groups
-	}
-	if ok {
-		e.loading = true
-		g.m[email] = e
-		g.mu.Unlock()
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			g.fill(ctx, email, e.groups)
-		}()
-		return e.groups
-	}
-	g.mu.Unlock()
-	return g.fill(ctx, email, nil)
-}
-
-// fill loads email's groups; on failure it keeps old for a while.
-func (g *groupCache) fill(ctx context.Context, email string, old []string) []string {
-	groups, err := g.load(ctx, email)
-	at := time.Now()
-	if err != nil {
-		groups = old
-		at = at.Add(-groupsFresh + 5*time.Second) // try again soon
-	}
-	g.mu.Lock()
-	if len(g.m) >= groupsMaxKept {
-		clear(g.m)
-	}
-	g.m[email] = groupEntry{groups: groups, at: at}
-	g.mu.Unlock()
-	return groups
 }

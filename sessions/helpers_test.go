@@ -137,14 +137,15 @@ func (e *env) checkTTL(tb testing.TB, key string, until time.Time) {
 	tb.Helper()
 	want := until.Sub(e.clock())
 	got := e.pttl(tb, key)
-	slack := time.Duration(0)
+	slack, late := time.Duration(0), e.u/4
 	if e.srv.Real() {
 		// The store computes a TTL from its clock a little before Redis
-		// starts counting it down.
-		slack = e.u / 10
+		// starts counting it down, and real time runs on between the
+		// write and this read (far more under -race on a loaded machine).
+		slack, late = e.u/10, e.u/2
 	}
-	if got > want+slack || got < want-e.u/4 {
-		tb.Errorf("PTTL %s = %v, want %v (at most %v less)", key, got, want, e.u/4)
+	if got > want+slack || got < want-late {
+		tb.Errorf("PTTL %s = %v, want %v (at most %v less)", key, got, want, late)
 	}
 }
 

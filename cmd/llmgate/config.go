@@ -731,7 +731,8 @@ func yamlProblem(msg string) string {
 
 // unknownVariables warns about LLMGATE_* variables that no setting reads.
 func unknownVariables(environ []string, table []setting, alsoKnown map[string]bool) []string {
-	known := map[string]bool{configEnv: true}
+	// The client commands' variables are not serve settings, but not typos either.
+	known := map[string]bool{configEnv: true, envToken: true, envServer: true}
 	names := []string{configEnv}
 	for _, s := range table {
 		known[s.env] = true

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -229,8 +230,28 @@ func TestServe(t *testing.T) {
 			"LLMGATE_ADMIN_GROUPS=admins",
 			"LLMGATE_UPSTREAM_URL=http://127.0.0.1:9",
 			"LLMGATE_LOG_FORMAT=json",
+			"LLMGATE_IDP_TOKEN_AUDIENCES=claude-desktop",
+			"LLMGATE_CONFIG=" + writeYAML(t, "claude_code:\n  policies:\n    - match: {groups: [engineering]}\n      settings: {permissions: {defaultMode: acceptEdits}}\n"),
 		}, "serve")
 		waitHealthy(t, public)
+
+		// Claude Code's start-up gate, with the YAML policy, for Claude
+		// Desktop's kind of credential (the provider's own ID token).
+		idTok, err := idp.IDToken("claude-desktop", "bob@example.com", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodGet, public+"/managed/settings", nil)
+		req.Header.Set("Authorization", "Bearer "+idTok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settings, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(settings), `"settings":{"permissions":{"defaultMode":"acceptEdits"}}`) {
+			t.Errorf("GET /managed/settings with bob's ID token: %d %s, want the engineering policy", resp.StatusCode, settings)
+		}
 		b := webtest.NewBrowser(t)
 		p := b.SubmitLogin(b.Get(public+"/"), "bob@example.com", devidp.DemoUsers()[1].Password)
 		if p.URL.String() != public+"/" || !strings.Contains(p.Body, "bob@example.com") {

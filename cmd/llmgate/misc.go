@@ -126,3 +126,27 @@ func cmdHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer
 	fmt.Fprintln(stdout, "ok")
 	return exitOK
 }
+
+// parseArgs parses flags wherever they appear among args (`token revoke ID
+// --json` as well as `token revoke --json ID`) and returns the positional
+// arguments, or an exit code >= 0 when parsing ends the command.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, int) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, exitOK
+			}
+			return nil, exitUsage
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, -1
+		}
+		if rest[0] == "--" {
+			return append(pos, rest[1:]...), -1
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}

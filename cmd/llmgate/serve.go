@@ -140,6 +140,12 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}
 	defer people.Close()
 
+	var otlp *url.URL
+	if cfg.OTLPEndpoint != "" {
+		if otlp, err = url.Parse(cfg.OTLPEndpoint); err != nil {
+			return fmt.Errorf("LLMGATE_OTLP_ENDPOINT: %w", err)
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		PublicURL:          publicURL,
 		Secret:             []byte(cfg.Secret),
@@ -152,6 +158,9 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		GatewayRefreshTTL:  cfg.GatewayRefreshTTL,
 		Version:            version,
 		Logger:             log,
+		ClaudeCode:         claudeCodeOf(cfg),
+		OTLPEndpoint:       otlp,
+		IDPTokenAudiences:  cfg.IDPTokenAudiences,
 		Proxy: gateway.ProxyConfig{
 			Upstreams:       upstreams,
 			IdentityHeaders: cfg.IdentityHeaders,
@@ -161,6 +170,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 			UserRPM:         cfg.UserRPM,
 			CostHeader:      cfg.CostHeader,
 			Spend:           spendConfigOf(cfg),
+			SSEKeepalive:    cfg.SSEKeepalive,
 		},
 	}, gateway.Deps{
 		Sessions: store,
@@ -217,4 +227,16 @@ func upstreamsOf(cfg *Config) ([]gateway.Upstream, error) {
 		out = append(out, gateway.Upstream{Name: up.Name, URL: u, APIKey: up.APIKey, Paths: up.Paths, StripPrefix: up.StripPrefix})
 	}
 	return out, nil
+}
+
+// claudeCodeOf is the YAML claude_code section in the gateway's terms.
+func claudeCodeOf(cfg *Config) gateway.ClaudeCodeConfig {
+	var out gateway.ClaudeCodeConfig
+	for _, p := range cfg.ClaudeCode.Policies {
+		out.Policies = append(out.Policies, gateway.Policy{
+			Groups: p.Match.Groups, EmailDomains: p.Match.EmailDomains, Models: p.Models,
+			Settings: p.Settings, MonthlyBudgetUSD: p.MonthlyBudgetUSD,
+		})
+	}
+	return out
 }
