@@ -44,6 +44,7 @@ type options struct {
 	whatIf           bool
 	bodyKiB          int
 	quiet            time.Duration
+	nginx            string
 }
 
 // target is one server under load.
@@ -85,6 +86,7 @@ func main() {
 	flag.BoolVar(&o.whatIf, "whatif", true, "also measure idle-stream memory of a bare proxy with a pooled 4 KiB copy buffer")
 	flag.DurationVar(&o.quiet, "quiet-wait", 20*time.Second, "before each measured run, wait up to this long for other processes on the machine to use < 0.1 CPU")
 	flag.IntVar(&o.bodyKiB, "large-body-kib", 100, "size of the Claude-Code-like /v1/messages body, KiB")
+	flag.StringVar(&o.nginx, "nginx", "auto", "also measure nginx as a plain reverse proxy: auto (when installed), on, off")
 	flag.Parse()
 	for c := range strings.SplitSeq(conns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(c))
@@ -269,11 +271,39 @@ func run(ctx context.Context, o options) error {
 
 	rep := &report{opts: o, loadgen: ld.name(), redis: rds.kind(), nofile: nofile, pinned: o.pin}
 
+	// nginx, when installed: the proxy most teams would otherwise put there.
+	var nginxBin string
+	switch o.nginx {
+	case "auto", "on":
+		nginxBin = nginxPath()
+		if nginxBin == "" && o.nginx == "on" {
+			return errors.New("-nginx on: nginx not found (apt-get install nginx-light)")
+		}
+	case "off":
+	default:
+		return fmt.Errorf("-nginx %q: want auto, on or off", o.nginx)
+	}
+	var nginxT *target
+	if nginxBin != "" {
+		rep.nginx = nginxVersion(nginxBin)
+		ng, err := startNginx(ctx, nginxBin, dir, "nginx", cpus(proxyCPU), up.url)
+		if err != nil {
+			return err
+		}
+		nginxT = &target{"nginx", ng.url, ng}
+	}
+	withNginx := func(ts []target) []target {
+		if nginxT != nil {
+			return append(ts, *nginxT)
+		}
+		return ts
+	}
+
 	// 1. Streaming first byte.
 	logf("SSE first byte: %d streamed calls per target, direct / bare / llmgate in turn", o.samples)
 	waitQuiet(ctx, 0.1, o.quiet)
 	for _, sb := range streamBodies {
-		fb, err := firstByte(ctx, []target{direct, bareT, gateT}, sb.path, sb.body, token, o.samples)
+		fb, err := firstByte(ctx, withNginx([]target{direct, bareT, gateT}), sb.path, sb.body, token, o.samples)
 		if err != nil {
 			return fmt.Errorf("first byte: %w", err)
 		}
@@ -303,6 +333,7 @@ func run(ctx context.Context, o options) error {
 			if o.direct {
 				ts = append([]target{direct}, ts...)
 			}
+			ts = withNginx(ts)
 			row := loadRow{body: b.name, conns: c, res: map[string]runResult{}}
 			for _, t := range ts {
 				spec := loadSpec{url: t.url + b.path, bodyFile: b.file, token: token, conns: c, duration: o.warmup}
@@ -351,6 +382,9 @@ func run(ctx context.Context, o options) error {
 	}
 	bare.stop()
 	gate.stop()
+	if nginxT != nil {
+		nginxT.proc.stop()
+	}
 
 	// 3. Memory per idle stream, each proxy fresh, in front of an upstream
 	// that sends a stream's opening events and then nothing for 10 minutes.
@@ -372,6 +406,11 @@ func run(ctx context.Context, o options) error {
 				}
 				return startGate("llmgate-streams", slow.url, port)
 			}},
+		}
+		if nginxBin != "" {
+			vs = append(vs, variant{"nginx", func() (*proc, error) {
+				return startNginx(ctx, nginxBin, dir, "nginx-streams", cpus(proxyCPU), slow.url)
+			}})
 		}
 		if o.whatIf {
 			vs = append(vs, variant{"bare, pooled 4 KiB copy buffer", func() (*proc, error) {

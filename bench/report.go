@@ -63,6 +63,7 @@ type report struct {
 	redis   string
 	nofile  uint64
 	pinned  bool
+	nginx   string // nginx version when it was measured, else ""
 	elapsed time.Duration
 
 	firstByte []fbRow
@@ -162,8 +163,13 @@ func (r *report) markdown() string {
 	p("- Command: `go run ./bench %s`\n", strings.Join(os.Args[1:], " "))
 	p("- Machine: %d CPUs (%s), Linux %s; %s\n", ncpu, cpuModel(), kernel(), goVersion())
 	p("- Load generator: %s. Redis: %s. RLIMIT_NOFILE %d.\n", r.loadgen, r.redis, r.nofile)
+	if r.nginx != "" {
+		p("- nginx: %s, one worker, no master process, keep-alive upstream pool (512), credential swap, `proxy_buffering off` (see bench/nginx.go).\n", r.nginx)
+	} else {
+		p("- nginx: not installed, not measured (apt-get install nginx-light).\n")
+	}
 	if r.pinned {
-		p("- Pinning: the proxy under test (bare or llmgate) alone on CPU %s (GOMAXPROCS=1); load generator, demo upstream, Redis and harness on CPU %s.\n", proxyCPU, harnessCPU)
+		p("- Pinning: the proxy under test (bare, llmgate or nginx) alone on CPU %s (GOMAXPROCS=1, one nginx worker); load generator, demo upstream, Redis and harness on CPU %s.\n", proxyCPU, harnessCPU)
 	} else {
 		p("- Pinning: off; every process may use every CPU.\n")
 	}
@@ -196,10 +202,22 @@ func (r *report) markdown() string {
 	}
 	p("\nratio is llmgate ÷ bare throughput; CPU/req is the proxy process's user+system CPU time over the run ÷ its requests " +
 		"(/proc/PID/stat, 10 ms ticks), and CPU ratio is llmgate ÷ bare: the cost that decides throughput where the proxy's core is the bottleneck.\n\n")
+	if r.nginx != "" {
+		p("Against nginx (same runs):\n\n")
+		p("| body | conns | nginx req/s | llmgate req/s | llmgate ÷ nginx | nginx p50 | llmgate p50 | nginx p99 | llmgate p99 | nginx CPU/req | llmgate CPU/req |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, l := range r.load {
+			nn, gg := l.res["nginx"], l.res["llmgate"]
+			p("| %s | %d | %.0f | %.0f | %.2f× | %s | %s | %s | %s | %.0f µs | %.0f µs |\n", l.body, l.conns,
+				nn.load.rps(), gg.load.rps(), gg.load.rps()/nn.load.rps(), us(nn.load.P50), us(gg.load.P50),
+				us(nn.load.P99), us(gg.load.P99), nn.cpuPerReq(), gg.cpuPerReq())
+		}
+		p("\n")
+	}
 	p("CPU accounting per run (who was the bottleneck; \"other\" is CPU used by processes outside the harness, which skews a run):\n\n")
 	p("| body | conns | target | proxy CPU busy | proxy CPU/req | upstream CPU/req | load generator CPU/req | other processes |\n|---|---:|---|---:|---:|---:|---:|---:|\n")
 	for _, l := range r.load {
-		for _, name := range []string{"direct", "bare", "llmgate"} {
+		for _, name := range []string{"direct", "bare", "llmgate", "nginx"} {
 			rr, ok := l.res[name]
 			if !ok {
 				continue
@@ -224,6 +242,14 @@ func (r *report) markdown() string {
 		d99, b99, g99 := percentile(f.d["direct"], 99), percentile(f.d["bare"], 99), percentile(f.d["llmgate"], 99)
 		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", f.name, dur(d50), dur(b50), dur(g50),
 			signedUS((g50 - d50).Microseconds()), signedUS((g50 - b50).Microseconds()), dur(d99), dur(b99), dur(g99), signedUS((g99 - d99).Microseconds()))
+	}
+	if r.nginx != "" {
+		p("\n| stream | nginx p50 | llmgate − nginx p50 | nginx p99 | llmgate − nginx p99 |\n|---|---:|---:|---:|---:|\n")
+		for _, f := range r.firstByte {
+			n50, g50 := percentile(f.d["nginx"], 50), percentile(f.d["llmgate"], 50)
+			n99, g99 := percentile(f.d["nginx"], 99), percentile(f.d["llmgate"], 99)
+			p("| %s | %s | %s | %s | %s |\n", f.name, dur(n50), signedUS((g50 - n50).Microseconds()), dur(n99), signedUS((g99 - n99).Microseconds()))
+		}
 	}
 	p("\n")
 

@@ -41,6 +41,11 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// ShutdownGrace is how long requests may finish after shutdown begins.
 	ShutdownGrace time.Duration
+	// ShutdownDelay is how long the server keeps accepting requests, with
+	// /readyz answering 503, after shutdown begins and before it stops
+	// accepting connections, so load balancers take it out of rotation
+	// first (LLMGATE_SHUTDOWN_DELAY). Zero stops accepting at once.
+	ShutdownDelay time.Duration
 	// Version is shown by /healthz.
 	Version string
 	// TokenMaxTTL bounds the lifetimes the token form offers (default 90d).
@@ -255,6 +260,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	if d := s.cfg.ShutdownDelay; d > 0 {
+		s.log.Info("shutting down: /readyz answers 503; still serving until load balancers notice", "delay", d.String())
+		select {
+		case <-time.After(d):
+		case err := <-errc:
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
 	s.log.Info("shutting down: letting requests in flight finish", "grace", s.cfg.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()

@@ -68,7 +68,10 @@ type Config struct {
 	UserRPM     int           // LLMGATE_USER_RPM, default 0 = off
 	MaxBody     int64         // LLMGATE_MAX_BODY in bytes, default 32MiB
 
+	UpstreamHeaderTimeout time.Duration // LLMGATE_UPSTREAM_HEADER_TIMEOUT, default 10m
+
 	ShutdownGrace   time.Duration // LLMGATE_SHUTDOWN_GRACE, default 30s
+	ShutdownDelay   time.Duration // LLMGATE_SHUTDOWN_DELAY, default 0
 	AuditWebhookURL string        // LLMGATE_AUDIT_WEBHOOK_URL
 
 	GatewayTokenTTL   time.Duration // LLMGATE_GATEWAY_TOKEN_TTL, default 1h, at least 10m
@@ -299,6 +302,9 @@ func settings() []setting {
 		{env: "LLMGATE_MAX_BODY", group: groupUpstream, def: "32MiB", arg: "SIZE",
 			help: "Largest request body accepted on proxied routes (413 above). Bytes, or with KiB/MiB/GiB (KB/MB/GB are powers of 1000).",
 			set:  into(parseSize, func(c *Config) *int64 { return &c.MaxBody })},
+		{env: "LLMGATE_UPSTREAM_HEADER_TIMEOUT", group: groupUpstream, def: "10m", arg: "DURATION",
+			help: "How long the upstream may take to start its answer (response headers) before the caller gets 504. Streams are not cut once they flow.",
+			set:  into(parseDuration, func(c *Config) *time.Duration { return &c.UpstreamHeaderTimeout })},
 		{env: "LLMGATE_SSE_KEEPALIVE", group: groupUpstream, def: "60s", arg: "DURATION",
 			help: "Send an SSE comment line when a streaming upstream has been silent this long; 0 = off.",
 			set:  into(parseDuration, func(c *Config) *time.Duration { return &c.SSEKeepalive })},
@@ -370,6 +376,9 @@ func settings() []setting {
 		{env: "LLMGATE_SHUTDOWN_GRACE", group: groupOps, def: "30s", arg: "DURATION",
 			help: "How long open streams may finish after SIGTERM.",
 			set:  into(parseDuration, func(c *Config) *time.Duration { return &c.ShutdownGrace })},
+		{env: "LLMGATE_SHUTDOWN_DELAY", group: groupOps, def: "0s", arg: "DURATION",
+			help: "After SIGTERM, keep serving this long with /readyz answering 503 so load balancers stop sending traffic, then stop accepting connections. Behind Kubernetes set it above the readiness probe's period × failure threshold, e.g. 5s (and terminationGracePeriodSeconds above delay + grace).",
+			set:  into(parseDuration, func(c *Config) *time.Duration { return &c.ShutdownDelay })},
 		{env: "LLMGATE_AUDIT_WEBHOOK_URL", group: groupOps, arg: "URL",
 			help: "Security events are also POSTed here as JSON.",
 			set:  into(parseString, func(c *Config) *string { return &c.AuditWebhookURL })},
@@ -978,6 +987,7 @@ func (c *Config) problems() []string {
 		}
 	}
 	notNegative("LLMGATE_SHUTDOWN_GRACE", c.ShutdownGrace)
+	notNegative("LLMGATE_SHUTDOWN_DELAY", c.ShutdownDelay)
 	if c.AuditWebhookURL != "" {
 		if msg := httpURLProblem(c.AuditWebhookURL); msg != "" {
 			add("LLMGATE_AUDIT_WEBHOOK_URL %s %s, e.g. https://siem.example.com/hooks/llmgate", showURL(c.AuditWebhookURL), msg)

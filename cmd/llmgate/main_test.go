@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"io"
 	"net"
 	"net/http"
@@ -25,6 +26,12 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		// A fuzzing worker runs only the fuzz function: no binary needed,
+		// and building one in every worker would stall the fuzzer.
+		os.Exit(m.Run())
+	}
 	dir, err := os.MkdirTemp("", "llmgate-bin")
 	if err != nil {
 		panic(err)

@@ -151,6 +151,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 		Secret:             []byte(cfg.Secret),
 		TrustedProxies:     cfg.TrustedProxies,
 		ShutdownGrace:      cfg.ShutdownGrace,
+		ShutdownDelay:      cfg.ShutdownDelay,
 		RequireLoginWithin: cfg.TokenRequireLoginWithin,
 		TokenMaxTTL:        cfg.TokenMaxTTL,
 		CLITokenTTL:        cfg.CLITokenTTL,
@@ -171,6 +172,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 			CostHeader:      cfg.CostHeader,
 			Spend:           spendConfigOf(cfg),
 			SSEKeepalive:    cfg.SSEKeepalive,
+			HeaderTimeout:   cfg.UpstreamHeaderTimeout,
 		},
 	}, gateway.Deps{
 		Sessions: store,

@@ -131,7 +131,10 @@ func NormalizeUserCode(in string) (code string, ok bool) {
 		return "", false
 	}
 	var b strings.Builder
-	for _, r := range strings.ToUpper(in) {
+	for _, r := range in {
+		if 'a' <= r && r <= 'z' {
+			r -= 'a' - 'A' // ASCII only: strings.ToUpper maps look-alikes such as U+017F (ſ) to S
+		}
 		switch {
 		case r == '-' || r == ' ' || r == '\t':
 			continue
