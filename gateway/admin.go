@@ -352,8 +352,13 @@ func (s *Server) handleAdminUsage(c *gin.Context) {
 		s.fail(c, unavailable("read usage", err))
 		return
 	}
+	spend, err := s.spendRows(c)
+	if err != nil {
+		s.fail(c, unavailable("read people", err))
+		return
+	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"days": days, "users": all})
+	c.JSON(http.StatusOK, gin.H{"days": days, "users": all, "spend": spend})
 }
 
 // handleAdminAudit pages through the audit log, newest first:

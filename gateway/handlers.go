@@ -50,6 +50,7 @@ func (s *Server) renderHome(c *gin.Context, status int, created *ui.NewToken, fo
 		NewToken:       created,
 		FormError:      formError,
 		MaxTTLDays:     int(s.cfg.TokenMaxTTL / (24 * time.Hour)),
+		Spend:          s.spendBar(sess.Email, sess.Groups),
 	})
 }
 

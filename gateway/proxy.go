@@ -51,6 +51,8 @@ type ProxyConfig struct {
 	UserRPM int
 	// CostHeader is the upstream response header holding the cost in USD.
 	CostHeader string
+	// Spend configures spend caps and the price table.
+	Spend SpendConfig
 	// HeaderTimeout is how long the upstream may take to send response
 	// headers (504 after). Streams are not cut once headers arrived.
 	HeaderTimeout time.Duration
@@ -180,6 +182,9 @@ type call struct {
 	keepalive *keepaliveWriter // with LLMGATE_SSE_KEEPALIVE on
 	clientIP  string
 	status    int
+	// budget is the spend cap that binds the caller, nil without one.
+	budget     *budget
+	spendGroup string // the llmgate_spend_usd_total label
 }
 
 type callKey struct{}
@@ -242,7 +247,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		return
 	}
 	policyModels := c.policy != nil && len(c.policy.Models) > 0
-	if len(cl.Models) > 0 || policyModels || s.proxyCfg.InjectUser {
+	if len(cl.Models) > 0 || policyModels || s.proxyCfg.InjectUser || s.proxyCfg.Spend.Prices != nil {
 		c.model, _ = topLevelString(body, "model")
 	}
 	if c.model != "" && (!cl.AllowsModel(c.model) || !c.policy.allowsModel(c.model)) {
@@ -407,6 +412,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		resp.Request.Method == http.MethodGet && strings.HasSuffix(resp.Request.URL.Path, "/models") {
 		filterModels(resp, func(m string) bool { return c.claims.AllowsModel(m) && c.policy.allowsModel(m) })
 	}
+	s.spendHeaders(resp, c)
 	meter := usage.NewMeter(resp.Header.Get("Content-Type"))
 	cost, costKnown := 0.0, false
 	if s.proxyCfg.CostHeader != "" {
@@ -431,6 +437,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		if model == "" {
 			model = c.model
 		}
+		cost, costKnown := s.callCost(c, cost, costKnown, u)
 		s.usage.Record(usage.Record{
 			Time: c.start, Email: c.claims.Email, TokenID: c.claims.ID, Model: model, Path: resp.Request.URL.Path,
 			Status: c.status, InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,

@@ -48,10 +48,17 @@ type benchGateway struct {
 
 func newBenchGateway(b *testing.B) *benchGateway {
 	b.Helper()
+	return newBenchGatewayWith(b, demoupstream.Options{NoRecord: true}, SpendConfig{})
+}
+
+// newBenchGatewayWith is newBenchGateway with the demo upstream's options
+// and spend caps.
+func newBenchGatewayWith(b *testing.B, upOpts demoupstream.Options, spend SpendConfig) *benchGateway {
+	b.Helper()
 	rs := redistest.Mini(b)
 	const base = "http://127.0.0.1:8080"
 	tok := newTokens(b, rs, base, time.Now)
-	_, upURL, closeUp, err := demoupstream.Start("127.0.0.1:0", demoupstream.Options{NoRecord: true})
+	_, upURL, closeUp, err := demoupstream.Start("127.0.0.1:0", upOpts)
 	if err != nil {
 		b.Fatalf("start demo upstream: %v", err)
 	}
@@ -70,7 +77,7 @@ func newBenchGateway(b *testing.B) *benchGateway {
 		Logger:    slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		KeyPrefix: rs.Prefix,
 		Proxy: ProxyConfig{Upstreams: []Upstream{{Name: "demo", URL: u, Paths: []string{"/v1/"}, APIKey: "sk-upstream"}},
-			CostHeader: "x-litellm-response-cost"},
+			CostHeader: "x-litellm-response-cost", Spend: spend},
 	}, Deps{
 		Sessions: sessions.New(rs.Client, sessions.Config{Prefix: rs.Prefix}),
 		RP: oidc.New(oidc.Config{Issuer: "http://127.0.0.1:1", ClientID: "llmgate", ClientSecret: "x",
@@ -357,3 +364,52 @@ func BenchmarkProxyRefusal(b *testing.B) {
 const benchChatBody = `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},` +
 	`{"role":"user","content":"Summarise the following in one sentence: the quick brown fox jumps over the lazy dog, twice."}],` +
 	`"temperature":0.2,"max_tokens":128}`
+
+// BenchmarkProxySpendCaps compares the proxy with a spend cap on for every
+// person (and every call priced) against the same proxy without caps, in
+// the same run: the cap check reads the in-process ledger, so the two
+// should stay within a few percent.
+//
+//	go test -run '^$' -bench 'ProxySpendCaps' -benchmem -count 8 ./gateway > caps.txt
+//	benchstat -col /caps caps.txt
+func BenchmarkProxySpendCaps(b *testing.B) {
+	up := demoupstream.Options{NoRecord: true, CostUSD: 0.000001}
+	gateways := []struct {
+		name string
+		bg   *benchGateway
+	}{
+		{"off", newBenchGatewayWith(b, up, SpendConfig{})},
+		{"on", newBenchGatewayWith(b, up, SpendConfig{DefaultMonthlyUSD: 1e9,
+			GroupMonthlyUSD: map[string]float64{"ml": 1e9}})},
+	}
+	hdr := func(tok string) http.Header {
+		return http.Header{
+			"Authorization":     {"Bearer " + tok},
+			"Content-Type":      {"application/json"},
+			"Anthropic-Version": {"2023-06-01"},
+		}
+	}
+	cases := []struct {
+		name, path string
+		body       []byte
+	}{
+		{"body=chat", "/v1/chat/completions", []byte(benchChatBody)},
+		{"body=messages", "/v1/messages", []byte(`{"model":"claude-sonnet-4-6","max_tokens":64,"messages":[{"role":"user","content":"hello there"}]}`)},
+	}
+	for _, c := range cases {
+		for _, g := range gateways {
+			b.Run(c.name+"/caps="+g.name, func(b *testing.B) {
+				h := hdr(g.bg.token)
+				serve(b, g.bg.gw, &discardWriter{h: http.Header{}}, c.path, c.body, h, http.StatusOK)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					w := &discardWriter{h: http.Header{}}
+					for pb.Next() {
+						serve(b, g.bg.gw, w, c.path, c.body, h, http.StatusOK)
+					}
+				})
+			})
+		}
+	}
+}

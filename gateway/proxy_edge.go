@@ -128,8 +128,8 @@ func (s *Server) trustedAddr(a netip.Addr) bool {
 }
 
 // checkLimits applies the per-token and per-person request rates and the
-// token's budget. Only calls whose token or person has a limit pay a
-// Redis round trip.
+// spend caps. Only calls whose token has a rate or a budget, or whose
+// person has a rate, pay a Redis round trip.
 func (s *Server) checkLimits(w http.ResponseWriter, r *http.Request, c *call) bool {
 	cl := c.claims
 	type lim struct {
@@ -169,25 +169,7 @@ func (s *Server) checkLimits(w http.ResponseWriter, r *http.Request, c *call) bo
 			return false
 		}
 	}
-	if cl.MaxCostUSD > 0 {
-		spent, err := s.usage.TokenSpend(r.Context(), cl.ID)
-		if err != nil && !s.proxyCfg.FailOpen {
-			w.Header().Set("Retry-After", "5")
-			s.refuse(w, r, c, http.StatusServiceUnavailable, "overloaded_error", "store_unavailable",
-				"the gateway cannot reach its store; try again shortly", "budget store: "+err.Error())
-			return false
-		}
-		if err == nil && spent >= cl.MaxCostUSD {
-			typ, code := "insufficient_quota", "budget_exhausted"
-			if c.anthropic {
-				typ = "billing_error"
-			}
-			s.refuse(w, r, c, http.StatusTooManyRequests, typ, code,
-				fmt.Sprintf("budget exhausted: this token has spent $%.2f of its $%.2f budget; create a new token or ask your administrator", spent, cl.MaxCostUSD), "budget exhausted")
-			return false
-		}
-	}
-	return true
+	return s.checkSpend(w, r, c)
 }
 
 // filterModels rewrites a model list so it shows only what the caller may

@@ -58,6 +58,8 @@ func (s *Server) routes() error {
 	uiAdmin.GET("/usage", s.handleUIAdminUsage)
 	uiAdmin.GET("/usage.csv", s.handleUIAdminUsageCSV)
 	uiAdmin.GET("/audit", s.handleUIAdminAudit)
+	uiAdmin.GET("/spend", s.handleUIAdminSpend)
+	uiAdmin.POST("/spend", s.handleUISetBudget)
 
 	// CLI and device sign-in pages (the person's side of them).
 	pages.GET("/cli/authorize", s.checkCLIAuthorize(), s.requireSignIn(), s.handleCLIAuthorize)
@@ -78,6 +80,8 @@ func (s *Server) routes() error {
 
 	r.GET("/.well-known/jwks.json", s.handleJWKS)
 	r.POST("/oauth2/backchannel_logout", setFamily(familyAPI), s.handleBackchannelLogout)
+	// Claude Code's /usage, with the bearer it calls the LLM API with (SPEC §8).
+	r.GET("/api/oauth/usage", setFamily(familyAPI), s.handleOAuthUsage)
 
 	// Claude Code and Claude Desktop (SPEC §8).
 	r.HEAD("/api/hello", s.handleHello)
@@ -106,6 +110,7 @@ func (s *Server) routes() error {
 	admin.DELETE("/tokens/:id", s.handleAdminRevokeToken)
 	admin.POST("/users/:email/block", s.handleAdminBlock)
 	admin.POST("/users/:email/unblock", s.handleAdminUnblock)
+	admin.PUT("/users/:email/budget", s.handleAdminSetBudget)
 	admin.GET("/users", s.handleAdminUsers)
 	admin.GET("/usage", s.handleAdminUsage)
 	admin.GET("/audit", s.handleAdminAudit)

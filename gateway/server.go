@@ -135,6 +135,7 @@ type Server struct {
 	users         *users.Store
 	limiter       *redis_rate.Limiter
 	rateKeyPrefix string
+	spend         spendState
 
 	// Claude Code and Claude Desktop (SPEC §8).
 	policies []*policy
@@ -220,6 +221,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := s.newProxy(cfg.Proxy); err != nil {
 		return nil, err
 	}
+	s.initSpend()
 	return s, nil
 }
 

@@ -28,14 +28,15 @@ func (s *Server) handleUsage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	email := currentPrincipal(c).Email
+	p := currentPrincipal(c)
+	email := p.Email
 	rows, err := s.usage.UserUsage(c.Request.Context(), email, days)
 	if err != nil {
 		s.fail(c, unavailable("read usage", err))
 		return
 	}
 	c.Header("Cache-Control", "no-store")
-	c.JSON(http.StatusOK, gin.H{"email": email, "days": days, "usage": rows})
+	c.JSON(http.StatusOK, gin.H{"email": email, "days": days, "usage": rows, "spend": s.spendView(email, p.Groups)})
 }
 
 // handleTokenUsage is one token's lifetime usage and spend against its
@@ -50,7 +51,9 @@ func (s *Server) handleTokenUsage(c *gin.Context) {
 		s.fail(c, unavailable("read token usage", err))
 		return
 	}
-	out := gin.H{"token_id": rec.ID, "name": rec.Name, "usage": tot, "spent_usd": tot.CostUSD}
+	p := currentPrincipal(c)
+	out := gin.H{"token_id": rec.ID, "name": rec.Name, "usage": tot, "spent_usd": tot.CostUSD,
+		"month": s.spendView(p.Email, p.Groups)}
 	if rec.MaxCostUSD > 0 {
 		out["max_cost_usd"] = rec.MaxCostUSD
 		out["remaining_usd"] = max(rec.MaxCostUSD-tot.CostUSD, 0)

@@ -37,7 +37,12 @@ func TestRenderPages(t *testing.T) {
 			Reason: "revoked", Details: []Detail{{"path", "/v1/x"}}}, {Type: "login"}}, NextURL: "/older", FirstURL: "/ui/admin/audit"},
 		AdminAuditPage{Layout: admin, NextURL: "/older"},
 		ErrorPage{Layout: admin, Status: 403, Heading: "Administrators only", Message: "m", Advice: "a", ActionURL: "/", ActionText: "Go"},
-		HomePage{Layout: admin, Tokens: []TokenRow{tok}, NewToken: &NewToken{Name: "n", Token: "eyJ", Model: "m"}, FormError: "bad", MaxTTLDays: 90},
+		HomePage{Layout: admin, Tokens: []TokenRow{tok}, NewToken: &NewToken{Name: "n", Token: "eyJ", Model: "m"}, FormError: "bad", MaxTTLDays: 90,
+			Spend: SpendBar{Month: "2026-11", SpentUSD: 12, CapUSD: 10, HasCap: true, Source: "person", Percent: 100, ResetsAt: now}},
+		HomePage{Layout: admin, Spend: SpendBar{Month: "2026-11", SpentUSD: 0.5}},
+		AdminSpendPage{Layout: admin, Month: "2026-11", People: []SpendRow{{Email: "bob@example.com", SpentUSD: 1, CapUSD: 2.5, HasCap: true,
+			Source: "group ml", Percent: 40, PersonCap: "2.5"}, {Email: "carol@example.com"}}},
+		AdminSpendPage{Layout: admin, Month: "2026-11"},
 	}
 	for _, p := range pages {
 		var buf bytes.Buffer

@@ -38,7 +38,7 @@ type Layout struct {
 	CSRFToken string // for the sign-out form
 	// Section is the navigation entry to mark as current: "tokens",
 	// "usage", "admin-sessions", "admin-tokens", "admin-users",
-	// "admin-usage", "admin-audit".
+	// "admin-usage", "admin-audit", "admin-spend".
 	Section string
 	// Flash says what the last action did (after a redirect).
 	Flash string
@@ -67,6 +67,8 @@ type HomePage struct {
 	FormError string
 	// MaxTTLDays bounds the lifetime choices.
 	MaxTTLDays int
+	// Spend is this month's spend against the cap.
+	Spend SpendBar
 }
 
 // TokenRow is one token in the list.

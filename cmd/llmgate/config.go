@@ -593,8 +593,14 @@ func readConfigFile(path, source string, table []setting) (*fileConfig, []assign
 		if !errors.As(err, &te) {
 			return nil, nil, []string{fmt.Sprintf("%s: %v", path, err)}
 		}
+		lines := strings.Split(string(data), "\n")
 		for _, e := range te.Errors {
-			problems = append(problems, path+" "+yamlProblem(e)) // e starts "line N: "
+			if p, ok := typeProblem(e, lines); ok {
+				e = p
+			} else {
+				e = yamlProblem(e)
+			}
+			problems = append(problems, path+" "+e) // e starts "line N: "
 		}
 	}
 
@@ -664,6 +670,30 @@ func nodeText(n *yaml.Node) (string, bool, error) {
 	default:
 		return "", false, fmt.Errorf("want a single value or a list, not a mapping")
 	}
+}
+
+// typeProblem rewrites a yaml.v3 "cannot unmarshal" error about an amount
+// or the budgets.groups mapping, naming the key from the line and the fix.
+func typeProblem(msg string, lines []string) (string, bool) {
+	var n int
+	if _, err := fmt.Sscanf(msg, "line %d:", &n); err != nil || n < 1 || n > len(lines) {
+		return "", false
+	}
+	line, rest, _ := strings.Cut(msg, ": ")
+	key, value, _ := strings.Cut(strings.TrimSpace(lines[n-1]), ":")
+	key = strings.Trim(strings.TrimSpace(strings.TrimPrefix(key, "- ")), "{\"'")
+	value = strings.TrimSpace(value)
+	switch {
+	case strings.HasSuffix(rest, "into float64"):
+		// The line may hold a flow mapping ({a: 1, b: x}): name the key when it is plain.
+		if strings.ContainsAny(key, "{}[],") || strings.HasPrefix(value, "{") {
+			return fmt.Sprintf("%s: a value is not a number (%s): write amounts in USD as numbers, e.g. 200 or 49.5", line, rest), true
+		}
+		return fmt.Sprintf("%s: %s: %s is not a number: write an amount in USD, e.g. 200 or 49.5", line, key, value), true
+	case strings.HasSuffix(rest, "into map[string]float64"):
+		return fmt.Sprintf("%s: %s must map group names to monthly caps in USD, e.g. groups: {ml-research: 500}", line, key), true
+	}
+	return "", false
 }
 
 // yamlProblem rewrites one yaml.v3 decoding error in YAML's own terms.

@@ -655,7 +655,14 @@ func TestLoadConfigYAMLProblems(t *testing.T) {
 		{"bad setting value", "session_ttl: soon\n", 1, []string{"session_ttl in ", "line 1 (LLMGATE_SESSION_TTL): invalid duration \"soon\""}},
 		{"mapping for a setting", "listen: {port: 80}\n", 1, []string{"listen in ", "(LLMGATE_LISTEN): want a single value"}},
 		{"syntax error", "listen: [\n", 1, []string{"llmgate.yaml: yaml:"}},
-		{"wrong type", "prices:\n  m: {input_per_mtok: lots}\n", 1, []string{"line 2: cannot unmarshal"}},
+		{"wrong type", "prices:\n  m: {input_per_mtok: lots}\n", 1, []string{"line 2: a value is not a number", "e.g. 200"}},
+		{"group cap not a number", "budgets:\n  groups:\n    ml-research: lots\n", 1, []string{"line 3: ml-research: lots is not a number: write an amount in USD"}},
+		{"policy budget not a number", "claude_code:\n  policies:\n    - match: {groups: [g]}\n      monthly_budget_usd: 20 dollars\n", 1, []string{
+			"line 4: monthly_budget_usd: 20 dollars is not a number"}},
+		{"group caps as a list", "budgets:\n  groups: [ml-research]\n", 1, []string{"line 2: groups must map group names to monthly caps in USD, e.g. groups: {ml-research: 500}"}},
+		{"group caps without groups", "budgets:\n  ml-research: 500\n", 1, []string{"unknown key \"ml-research\" in budgets: did you mean groups?"}},
+		{"default budget not a number", "user_monthly_budget_usd: lots\n", 1, []string{"LLMGATE_USER_MONTHLY_BUDGET_USD", "invalid number \"lots\""}},
+		{"default budget negative", "user_monthly_budget_usd: -5\n", 1, []string{"LLMGATE_USER_MONTHLY_BUDGET_USD must be a non-negative amount"}},
 		{"upstream without name url paths", "upstreams:\n  - {api_key_env: NOT_SET_ANYWHERE}\n", 4, []string{
 			"upstreams[0]: name is required", "upstreams[0]: url is required", "upstreams[0]: paths is required",
 			"upstreams[0]: api_key_env names NOT_SET_ANYWHERE, which is not set"}},

@@ -170,6 +170,7 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 			FailOpen:        cfg.Failsafe == "open",
 			UserRPM:         cfg.UserRPM,
 			CostHeader:      cfg.CostHeader,
+			Spend:           spendConfigOf(cfg),
 			SSEKeepalive:    cfg.SSEKeepalive,
 			HeaderTimeout:   cfg.UpstreamHeaderTimeout,
 		},
@@ -190,6 +191,24 @@ func runGateway(ctx context.Context, cfg *Config, ln net.Listener, log *slog.Log
 	}
 	log.Info("llmgate listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "version", version)
 	return gw.Serve(ctx, ln)
+}
+
+// spendConfigOf is the spend caps and price table of cfg.
+func spendConfigOf(cfg *Config) gateway.SpendConfig {
+	sc := gateway.SpendConfig{DefaultMonthlyUSD: cfg.UserMonthlyBudgetUSD, GroupMonthlyUSD: cfg.Budgets.Groups}
+	if len(cfg.Prices) > 0 {
+		table := make(map[string]usage.Price, len(cfg.Prices))
+		for model, p := range cfg.Prices {
+			table[model] = usage.Price{InputPerMTok: p.InputPerMTok, OutputPerMTok: p.OutputPerMTok}
+		}
+		sc.Prices = usage.NewPrices(table)
+	}
+	for _, p := range cfg.ClaudeCode.Policies {
+		sc.Policies = append(sc.Policies, gateway.BudgetPolicy{
+			Groups: p.Match.Groups, EmailDomains: p.Match.EmailDomains, MonthlyUSD: p.MonthlyBudgetUSD,
+		})
+	}
+	return sc
 }
 
 // upstreamsOf is LLMGATE_UPSTREAM_URL at /v1/, or the YAML upstreams.

@@ -39,6 +39,7 @@ const (
 	TypeUserRevoke        = "user.revoke"
 	TypeUserBlock         = "user.block"
 	TypeUserUnblock       = "user.unblock"
+	TypeUserBudget        = "user.budget" // an admin set or removed a person's spend cap
 	TypeAPIRefused        = "api.refused"
 	TypeAdminDenied       = "admin.denied"
 	TypeDeprovision       = "deprovision"
@@ -56,7 +57,7 @@ const (
 // knownTypes are the values of the type label; anything else is "other".
 var knownTypes = []string{
 	TypeLogin, TypeLoginRefused, TypeLogout, TypeTokenCreate, TypeTokenRevoke,
-	TypeSessionRevoke, TypeUserRevoke, TypeUserBlock, TypeUserUnblock,
+	TypeSessionRevoke, TypeUserRevoke, TypeUserBlock, TypeUserUnblock, TypeUserBudget,
 	TypeAPIRefused, TypeAdminDenied, TypeDeprovision, TypeBackchannelLogout,
 	TypeCLIAuthorize, TypeDeviceAuthorize, TypeDeviceApprove, TypeSessionMint,
 	TypeSessionRefresh, TypeRefreshReplay, TypeAuthDenied,

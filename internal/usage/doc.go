@@ -28,11 +28,14 @@
 //	usage:users:{YYYY-MM-DD}        SET of the emails with usage that day
 //	usage:token:{id}                HASH req, in, out, cost (micro-USD), unk,
 //	                                last (unix ms of the newest call)
-//	usage:month:{YYYY-MM}:{email}   STRING spend in micro-USD that month
+//	usage:spend:{YYYY-MM}           HASH email → spend in micro-USD that
+//	                                month (calls of known cost)
+//	usage:caps                      HASH email → monthly cap in micro-USD
+//	                                set by an admin (no expiry)
 //	usage:recent:{email}            LIST of recent calls (JSON), newest first,
 //	                                capped at Config.RecentPerUser
 //
-// Days and months are UTC and taken from Record.Time. Every key expires
+// Days and months are UTC and taken from Record.Time. Every key but usage:caps expires
 // Config.Retention after its last write, so a token's totals outlive the
 // token (at most LLMGATE_TOKEN_MAX_TTL) as long as Retention is longer.
 // The statistic name ends at the first ':' of a field and the email is the
@@ -40,5 +43,10 @@
 // collide. Costs are integers of micro-dollars (HINCRBY), so sums of many
 // small amounts are exact.
 //
-// go-redis is used only in recorder.go and store.go.
+// A Ledger (Recorder.Ledger) mirrors the month's spend hash and the caps in
+// process, read every Config.SpendRefresh and merged with the totals the
+// Recorder's own writes answer, so that a spend check costs no round trip.
+// Prices prices a call from its usage when the upstream sends no cost.
+//
+// go-redis is used only in recorder.go, store.go and ledger.go.
 package usage

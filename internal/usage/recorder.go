@@ -74,6 +74,9 @@ type Config struct {
 	Now func() time.Time
 	// Logger receives write failures and drops. Default: discard.
 	Logger *slog.Logger
+	// SpendRefresh is how often the Ledger reads the month's spend and the
+	// caps from Redis. Default DefaultSpendRefresh.
+	SpendRefresh time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -101,6 +104,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.SpendRefresh <= 0 {
+		c.SpendRefresh = DefaultSpendRefresh
+	}
 	return c
 }
 
@@ -111,6 +117,8 @@ type Recorder struct {
 	cfg   Config
 	log   *slog.Logger
 	queue chan Record
+	// ledger mirrors the month's spend per person; the flusher feeds it.
+	ledger *Ledger
 
 	mu     sync.RWMutex // closed: Record holds it for reading
 	closed bool
@@ -138,6 +146,7 @@ func NewRecorder(rdb redis.UniversalClient, cfg Config) *Recorder {
 		stop:   make(chan struct{}),
 		result: make(chan error, 1),
 	}
+	r.ledger = newLedger(rdb, cfg)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.fl = flusher{
 		expireEvery: min(time.Hour, cfg.Retention/4),
@@ -153,18 +162,33 @@ func (r *Recorder) Record(rec Record) {
 	if rec.Time.IsZero() {
 		rec.Time = r.cfg.Now()
 	}
+	var month string
+	micro, known := microUSD(&rec)
+	pend := known && micro > 0 && rec.Email != ""
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
 		r.dropped.Add(1)
 		return
 	}
+	if pend {
+		// Counted before it is queued: the flusher may write it at once.
+		month = rec.Time.UTC().Format(monthLayout)
+		r.ledger.pend(month, rec.Email, micro)
+	}
 	select {
 	case r.queue <- rec:
 	default:
 		r.dropped.Add(1)
+		if pend {
+			r.ledger.written(month, rec.Email, micro, -1)
+		}
 	}
 }
+
+// Ledger returns the in-process mirror of this month's spend per person,
+// which this Recorder's writes keep current.
+func (r *Recorder) Ledger() *Ledger { return r.ledger }
 
 // Dropped returns how many records were dropped because the queue was full
 // (or the Recorder closed), for /metrics.
@@ -179,6 +203,7 @@ func (r *Recorder) Close() error {
 		r.closed = true
 		r.mu.Unlock()
 		close(r.stop)
+		defer r.ledger.close()
 		hardStop := time.AfterFunc(r.cfg.CloseTimeout, r.cancel)
 		defer hardStop.Stop()
 		defer r.cancel()

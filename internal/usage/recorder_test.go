@@ -190,7 +190,7 @@ func TestRecorderRetention(t *testing.T) {
 		ctx := context.Background()
 		keys := []string{
 			r.dayKey("2026-03-14", "a@example.com"), r.usersKey("2026-03-14"), r.tokenKey("t"),
-			r.monthKey("2026-03", "a@example.com"), r.recentKey("a@example.com"),
+			r.spendKey("2026-03"), r.recentKey("a@example.com"),
 		}
 		for _, k := range keys {
 			ttl, err := srv.Client.TTL(ctx, k).Result()

@@ -59,11 +59,9 @@ const (
 func (r *Recorder) dayKey(day, email string) string {
 	return r.cfg.Prefix + "usage:day:" + day + ":" + email
 }
-func (r *Recorder) usersKey(day string) string { return r.cfg.Prefix + "usage:users:" + day }
-func (r *Recorder) tokenKey(id string) string  { return r.cfg.Prefix + "usage:token:" + id }
-func (r *Recorder) monthKey(month, email string) string {
-	return r.cfg.Prefix + "usage:month:" + month + ":" + email
-}
+func (r *Recorder) usersKey(day string) string    { return r.cfg.Prefix + "usage:users:" + day }
+func (r *Recorder) tokenKey(id string) string     { return r.cfg.Prefix + "usage:token:" + id }
+func (r *Recorder) spendKey(month string) string  { return r.cfg.Prefix + "usage:spend:" + month }
 func (r *Recorder) recentKey(email string) string { return r.cfg.Prefix + "usage:recent:" + email }
 
 // cmd is one Redis command's arguments.
@@ -218,9 +216,9 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 		expire(key)
 	}
 	for _, mk := range monthOrder {
-		key := r.monthKey(mk.month, mk.email)
-		cmds = append(cmds, cmd{"incrby", key, months[mk]})
-		expire(key)
+		key := r.spendKey(mk.month)
+		cmds = append(cmds, cmd{"hincrby", key, mk.email, months[mk]})
+		expire(key) // once per key: needExpire remembers
 	}
 	for _, email := range recentOrder {
 		key := r.recentKey(email)
@@ -264,6 +262,9 @@ func (r *Recorder) exec(ctx context.Context, cmds []cmd) ([]cmd, error) {
 		}
 		return nil
 	})
+	if len(res) == len(cmds) {
+		r.noteSpend(cmds, res)
+	}
 	if err == nil {
 		return nil, nil
 	}
@@ -277,6 +278,34 @@ func (r *Recorder) exec(ctx context.Context, cmds []cmd) ([]cmd, error) {
 		}
 	}
 	return failed, fmt.Errorf("write usage: %w", err)
+}
+
+// noteSpend tells the Ledger what became of the month-spend increments
+// among cmds: written (with the new total), given up, or to be retried
+// (still pending).
+func (r *Recorder) noteSpend(cmds []cmd, res []redis.Cmder) {
+	prefix := r.spendKey("")
+	for i, c := range cmds {
+		if len(c) != 4 || c[0] != "hincrby" {
+			continue
+		}
+		key, _ := c[1].(string)
+		month, ok := strings.CutPrefix(key, prefix)
+		if !ok {
+			continue
+		}
+		email, _ := c[2].(string)
+		micro, _ := c[3].(int64)
+		total := int64(-1)
+		if e := res[i].Err(); e == nil {
+			if rc, ok := res[i].(*redis.Cmd); ok {
+				total, _ = rc.Int64()
+			}
+		} else if retryable(e) {
+			continue
+		}
+		r.ledger.written(month, email, micro, total)
+	}
 }
 
 // retryable reports whether a command that failed with err may succeed
@@ -460,9 +489,10 @@ func (r *Recorder) TokenSpend(ctx context.Context, tokenID string) (float64, err
 }
 
 // MonthSpend returns what email's calls of known cost cost in the calendar
-// month (UTC) of at, in one GET.
+// month (UTC) of at, in one HGET. Ledger answers the same for the current
+// month without a round trip.
 func (r *Recorder) MonthSpend(ctx context.Context, email string, at time.Time) (float64, error) {
-	n, err := r.rdb.Get(ctx, r.monthKey(at.UTC().Format(monthLayout), email)).Int64()
+	n, err := r.rdb.HGet(ctx, r.spendKey(at.UTC().Format(monthLayout)), email).Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil
 	}
