@@ -43,6 +43,80 @@ const managedSettingsFile = "/etc/claude-code/managed-settings.json"
 // and network access to the npm registry, and writes the machine-wide
 // managed settings file, so it runs only with LLMGATE_TEST_CLAUDE_CODE=1.
 func TestRealClaudeCode(t *testing.T) {
+	cc := startClaudeCode(t, claudeCodeOptions{})
+	cc.signIn()
+	tm, up, home := cc.tm, cc.up, cc.home
+
+	const prompt = "Say hello to the llmgate test"
+	up.Reset()
+	tm.send(prompt)
+	tm.keys("Enter")
+	tm.waitFor(`Hello alice@example\.com`)
+	var found bool
+	for _, r := range up.Requests() {
+		if r.Path == "/v1/messages" && strings.Contains(string(r.Body), prompt) {
+			found = true
+			if got := r.Header.Get("X-Llmgate-User-Email"); got != "alice@example.com" {
+				t.Errorf("the prompt reached the upstream as %q, want alice@example.com", got)
+			}
+			if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
+				t.Error("Claude Code's access token reached the upstream")
+			}
+		}
+	}
+	// The client keeps the managed settings it got in its home. (2.1.328
+	// keeps them even when the checksum does not match its own: the
+	// checksum is not what this proves; TestManagedSettings pins it.)
+	if kept, err := os.ReadFile(filepath.Join(home, ".claude", "remote-settings.json")); err != nil || !regexp.MustCompile(`"cleanupPeriodDays":\s*45`).Match(kept) {
+		t.Errorf("Claude Code did not keep the policy's settings: %v %s", err, kept)
+	}
+	if !found {
+		t.Errorf("the upstream did not get the prompt; it got %d requests", len(up.Requests()))
+	}
+	// Its telemetry reached the collector through the gateway, stamped
+	// with alice's email.
+	col := cc.col
+	deadline := time.Now().Add(30 * time.Second)
+	for col.stamped("alice@example.com") == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("telemetry exports: %v", col.paths())
+	if n := col.stamped("alice@example.com"); n <= 0 {
+		t.Errorf("no telemetry export with user.email alice@example.com (and no other email) reached the collector; it got %v", col.paths())
+	}
+	if log := cc.gw.stderr.String(); !strings.Contains(log, `"route":"/managed/settings","path":"/managed/settings","status":200`) {
+		t.Errorf("Claude Code did not load its managed settings (200) from the gateway; log:\n%s", log)
+	}
+}
+
+// claudeCodeOptions varies the gateway and upstream a real Claude Code
+// runs against.
+type claudeCodeOptions struct {
+	// policyYAML is added to the example.com Claude Code policy, indented
+	// as its other keys ("      key: value\n").
+	policyYAML string
+	// costUSD is the cost the upstream reports for every answer.
+	costUSD float64
+}
+
+// claudeCode is a real Claude Code in tmux, before sign-in, with managed
+// settings pointing it at a running `llmgate serve`.
+type claudeCode struct {
+	t      *testing.T
+	public string // the gateway's URL
+	gw     *started
+	up     *demoupstream.Server
+	col    *otlpCollector
+	home   string // the client's HOME
+	tm     *tmuxScreen
+}
+
+// startClaudeCode skips the test unless LLMGATE_TEST_CLAUDE_CODE=1, then
+// starts the gateway with its identity provider, upstream, store and OTLP
+// collector, writes the managed settings (removed when t ends) and starts
+// Claude Code in tmux on an isolated home.
+func startClaudeCode(t *testing.T, opts claudeCodeOptions) *claudeCode {
+	t.Helper()
 	if os.Getenv("LLMGATE_TEST_CLAUDE_CODE") != "1" {
 		t.Skip("set LLMGATE_TEST_CLAUDE_CODE=1 to run the real Claude Code " + claudeCodeVersion + " against the gateway (needs npm, tmux, registry access and a writable " + managedSettingsFile + ")")
 	}
@@ -71,12 +145,12 @@ func TestRealClaudeCode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer idp.Close()
-	up, upURL, closeUp, err := demoupstream.Start("127.0.0.1:0", demoupstream.Options{})
+	t.Cleanup(func() { idp.Close() })
+	up, upURL, closeUp, err := demoupstream.Start("127.0.0.1:0", demoupstream.Options{CostUSD: opts.costUSD})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeUp()
+	t.Cleanup(func() { closeUp() })
 	col := newOTLPCollector(t)
 	gw := start(t, []string{
 		"LLMGATE_OTLP_ENDPOINT=" + col.srv.URL,
@@ -92,7 +166,7 @@ func TestRealClaudeCode(t *testing.T) {
 		"LLMGATE_LOG_FORMAT=json",
 		// A policy for alice (example.com), so the client gets settings
 		// at start-up.
-		"LLMGATE_CONFIG=" + writeYAML(t, "claude_code:\n  policies:\n    - match: {email_domains: [example.com]}\n      settings: {cleanupPeriodDays: 45}\n"),
+		"LLMGATE_CONFIG=" + writeYAML(t, "claude_code:\n  policies:\n    - match: {email_domains: [example.com]}\n      settings: {cleanupPeriodDays: 45}\n"+opts.policyYAML),
 	}, "serve")
 	waitHealthy(t, public)
 
@@ -136,7 +210,14 @@ func TestRealClaudeCode(t *testing.T) {
 		}
 		exec.Command("tmux", "kill-session", "-t", session).Run()
 	})
+	return &claudeCode{t: t, public: public, gw: gw, up: up, col: col, home: home, tm: tm}
+}
 
+// signIn signs Claude Code in as alice: /login in the terminal, the code
+// approved in her browser, and returns at the prompt.
+func (c *claudeCode) signIn() {
+	t, tm, public := c.t, c.tm, c.public
+	t.Helper()
 	tm.waitFor(`Cloud gateway`)
 	tm.waitFor(`Not logged in|/login`)
 	tm.send("/login")
@@ -165,46 +246,6 @@ func TestRealClaudeCode(t *testing.T) {
 	tm.waitFor(`Connected to Cloud gateway|Press Enter`)
 	tm.keys("Enter")
 	tm.waitFor(`Login successful|⏵⏵`)
-
-	const prompt = "Say hello to the llmgate test"
-	up.Reset()
-	tm.send(prompt)
-	tm.keys("Enter")
-	tm.waitFor(`Hello alice@example\.com`)
-	var found bool
-	for _, r := range up.Requests() {
-		if r.Path == "/v1/messages" && strings.Contains(string(r.Body), prompt) {
-			found = true
-			if got := r.Header.Get("X-Llmgate-User-Email"); got != "alice@example.com" {
-				t.Errorf("the prompt reached the upstream as %q, want alice@example.com", got)
-			}
-			if r.Header.Get("Authorization") != "" || r.Header.Get("X-Api-Key") != "" {
-				t.Error("Claude Code's access token reached the upstream")
-			}
-		}
-	}
-	// The client keeps the managed settings it got in its home. (2.1.328
-	// keeps them even when the checksum does not match its own: the
-	// checksum is not what this proves; TestManagedSettings pins it.)
-	if kept, err := os.ReadFile(filepath.Join(home, ".claude", "remote-settings.json")); err != nil || !regexp.MustCompile(`"cleanupPeriodDays":\s*45`).Match(kept) {
-		t.Errorf("Claude Code did not keep the policy's settings: %v %s", err, kept)
-	}
-	if !found {
-		t.Errorf("the upstream did not get the prompt; it got %d requests", len(up.Requests()))
-	}
-	// Its telemetry reached the collector through the gateway, stamped
-	// with alice's email.
-	deadline := time.Now().Add(30 * time.Second)
-	for col.stamped("alice@example.com") == 0 && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("telemetry exports: %v", col.paths())
-	if n := col.stamped("alice@example.com"); n <= 0 {
-		t.Errorf("no telemetry export with user.email alice@example.com (and no other email) reached the collector; it got %v", col.paths())
-	}
-	if log := gw.stderr.String(); !strings.Contains(log, `"route":"/managed/settings","path":"/managed/settings","status":200`) {
-		t.Errorf("Claude Code did not load its managed settings (200) from the gateway; log:\n%s", log)
-	}
 }
 
 // installClaudeCode installs the pinned Claude Code into a directory kept
