@@ -146,10 +146,16 @@ func TestAdminForceLogoutAndBlock(t *testing.T) {
 			resp, _ := b.api(t, "POST", "/v1/chat/completions", chatBody, bearer(bobToken))
 			return resp.StatusCode == http.StatusUnauthorized
 		})
-		// The admin's actions are audited with who did them.
-		_, out, _ = admin.call("GET", a.url+"/api/admin/audit?email=bob@example.com&type=user.", "", nil)
+		// The admin's actions are audited with who did them (the audit
+		// log is written asynchronously, so wait for the third event).
+		var events []any
+		waitFor(t, "bob's three user events in the audit log", func() bool {
+			_, out, _ = admin.call("GET", a.url+"/api/admin/audit?email=bob@example.com&type=user.", "", nil)
+			events, _ = out["events"].([]any)
+			return len(events) >= 3
+		})
 		var types []string
-		for _, e := range out["events"].([]any) {
+		for _, e := range events {
 			ev := e.(map[string]any)
 			if ev["actor"] != "alice@example.com" {
 				t.Errorf("audit event %v: actor should be alice", ev)

@@ -71,6 +71,39 @@ func TestRevocationReachesReplicas(t *testing.T) {
 	})
 }
 
+// TestQuickUnblockStays: a replica that blocks and at once unblocks a
+// person must not be re-blocked by the late echo of its own block event.
+func TestQuickUnblockStays(t *testing.T) {
+	redistest.Each(t, func(t *testing.T, srv *redistest.Server) {
+		ctx := context.Background()
+		a := newService(t, srv)
+		b := newService(t, srv)
+		for i := range 20 {
+			if err := a.Block(ctx, "ivan@example.com", "admin"); err != nil {
+				t.Fatalf("Block: %v", err)
+			}
+			if err := a.Unblock(ctx, "ivan@example.com", "admin"); err != nil {
+				t.Fatalf("Unblock: %v", err)
+			}
+			// Watch long enough for both echoes to arrive.
+			for deadline := time.Now().Add(50 * time.Millisecond); time.Now().Before(deadline); {
+				if a.Blocked("ivan@example.com") {
+					t.Fatalf("round %d: Blocked(ivan) = true on the replica that unblocked him, after its own block echoed back", i)
+				}
+				time.Sleep(100 * time.Microsecond)
+			}
+		}
+		// Other replicas apply both events, in order.
+		deadline := time.Now().Add(time.Second)
+		for b.Blocked("ivan@example.com") {
+			if time.Now().After(deadline) {
+				t.Fatal("Blocked(ivan) still true on the other replica 1s after the last unblock")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	})
+}
+
 // waitRefused polls Verify on s until it refuses raw with want, failing
 // after one second; it returns the delay since start.
 func waitRefused(tb testing.TB, s *Service, raw string, want error, start time.Time) time.Duration {

@@ -40,6 +40,10 @@ type event struct {
 	Email string `json:"email,omitempty"`
 	At    int64  `json:"at,omitempty"` // unix nanoseconds
 	By    string `json:"by,omitempty"`
+	// Origin is the publishing Service's instance id: a replica has
+	// already applied its own block and unblock, and applying their echo
+	// late would undo a newer change it made meanwhile.
+	Origin string `json:"o,omitempty"`
 }
 
 // Block records that a person is blocked.
@@ -171,12 +175,16 @@ func (s *Service) handleEvent(payload string) {
 		s.requestKeyReload()
 		return
 	}
+	if (ev.Type == evBlock || ev.Type == evUnblock) && ev.Origin == s.origin {
+		return
+	}
 	s.rev.apply(ev)
 }
 
 // publish sends ev to every replica. A lost message is repaired by the
 // next resync; the write it announces is already in Redis.
 func (s *Service) publish(ctx context.Context, ev event) {
+	ev.Origin = s.origin
 	data, _ := json.Marshal(ev)
 	if err := s.rdb.Publish(ctx, s.channel(), data).Err(); err != nil {
 		s.storeFailed(err)

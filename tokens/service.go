@@ -30,9 +30,10 @@ type Service struct {
 	keyMu       sync.Mutex   // serializes key loads and rotation
 	lastKeyLoad atomic.Int64 // unix nanos of the last key load
 
-	cache *verifiedCache
-	rev   *revocations
-	used  *lastUsed
+	origin string // this instance's id in the events it publishes
+	cache  *verifiedCache
+	rev    *revocations
+	used   *lastUsed
 
 	psMu       sync.Mutex // guards ps, which listen replaces when it goes silent
 	ps         *redis.PubSub
@@ -72,6 +73,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config) (*Service, 
 		return nil, err
 	}
 	s := &Service{
+		origin:    newID(),
 		cfg:       cfg,
 		rdb:       rdb,
 		log:       cfg.Logger,

@@ -408,7 +408,7 @@ func TestClaimsHook(t *testing.T) {
 			delete(claims, "nonce")
 		case "forge-iss":
 			claims["iss"] = "https://idp.evil.example"
-		case "forge-email-verified":
+		case "forge-email-verified", "forge-email-verified-refresh":
 			claims["email_verified"] = false
 		}
 	}})
@@ -474,7 +474,9 @@ func TestClaimsHook(t *testing.T) {
 
 	t.Run("refreshed ID token", func(t *testing.T) {
 		t.Parallel()
-		rp := newRelyingParty(t, p, Client{ID: "forge-email-verified", Secret: "s"}, "openid", "email", "offline_access")
+		// Its own client: the hook's record of who signed in is per client,
+		// and this parallel test signs in bob.
+		rp := newRelyingParty(t, p, Client{ID: "forge-email-verified-refresh", Secret: "s"}, "openid", "email", "offline_access")
 		tok, _, _ := rp.login(newBrowser(t, p), "bob@example.com", "bob")
 		refreshed, err := rp.refresh(tok.RefreshToken)
 		if err != nil {
