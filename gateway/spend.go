@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +16,9 @@ import (
 )
 
 // SpendConfig configures spend caps (SPEC §4.5). The zero value caps
-// nobody and prices nothing.
+// nobody and prices nothing. A Claude Code policy's monthly budget comes
+// with the policy itself (Config.ClaudeCode), chosen by the same first
+// match that chooses its models and settings.
 type SpendConfig struct {
 	// Prices prices calls whose upstream sends no cost header (YAML
 	// "prices"); nil prices nothing.
@@ -28,37 +29,6 @@ type SpendConfig struct {
 	// GroupMonthlyUSD caps the members of a group (YAML budgets.groups);
 	// 0 = no cap.
 	GroupMonthlyUSD map[string]float64
-	// Policies are the Claude Code policies in order, as far as budgets go:
-	// the first that matches a person applies.
-	Policies []BudgetPolicy
-}
-
-// BudgetPolicy is a Claude Code policy's match and monthly budget.
-type BudgetPolicy struct {
-	// Groups and EmailDomains select the people; both empty selects everyone.
-	Groups       []string
-	EmailDomains []string
-	// MonthlyUSD caps each matched person; 0 = no cap.
-	MonthlyUSD float64
-}
-
-func (p *BudgetPolicy) matches(email string, groups []string) bool {
-	if len(p.Groups) == 0 && len(p.EmailDomains) == 0 {
-		return true
-	}
-	for _, g := range p.Groups {
-		if slices.Contains(groups, g) {
-			return true
-		}
-	}
-	if _, domain, ok := strings.Cut(email, "@"); ok {
-		for _, d := range p.EmailDomains {
-			if strings.EqualFold(d, domain) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // spendState is the gateway's part of spend caps.
@@ -74,12 +44,7 @@ func (s *Server) initSpend() {
 	cfg := s.proxyCfg.Spend
 	sp := &s.spend
 	sp.ledger = s.usage.Ledger()
-	sp.needGroups = len(cfg.GroupMonthlyUSD) > 0
-	for _, p := range cfg.Policies {
-		if len(p.Groups) > 0 {
-			sp.needGroups = true
-		}
-	}
+	sp.needGroups = len(cfg.GroupMonthlyUSD) > 0 || s.policiesNeedGroups()
 	sp.spentUSD = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "llmgate_spend_usd_total",
 		Help: "Cost in USD of proxied calls of known cost, by the budget group whose cap applies to the caller (\"none\" without a group cap).",
@@ -135,13 +100,8 @@ func (s *Server) monthlyCap(email string, groups []string) (limit float64, sourc
 			consider(v, "group "+g)
 		}
 	}
-	for i := range cfg.Policies {
-		if p := &cfg.Policies[i]; p.matches(email, groups) {
-			if p.MonthlyUSD > 0 {
-				consider(p.MonthlyUSD, "Claude Code policy")
-			}
-			break
-		}
+	if p := s.policyFor(email, groups); p != nil && p.MonthlyBudgetUSD > 0 {
+		consider(p.MonthlyBudgetUSD, "Claude Code policy")
 	}
 	if !ok && cfg.DefaultMonthlyUSD > 0 {
 		consider(cfg.DefaultMonthlyUSD, "default")

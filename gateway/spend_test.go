@@ -229,9 +229,10 @@ func TestSpendSmallestCapWins(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		spend     SpendConfig
-		person    float64 // 0: none set
-		token     float64 // max_cost_usd; 0: none
-		wantCents int64   // 0: no cap
+		policies  []Policy // Claude Code policies
+		person    float64  // 0: none set
+		token     float64  // max_cost_usd; 0: none
+		wantCents int64    // 0: no cap
 		wantGroup string
 	}{
 		{name: "none"},
@@ -239,14 +240,14 @@ func TestSpendSmallestCapWins(t *testing.T) {
 		{name: "group below default", spend: SpendConfig{DefaultMonthlyUSD: 50, GroupMonthlyUSD: map[string]float64{"ml": 20}}, wantCents: 2000, wantGroup: "group ml"},
 		{name: "group above default", spend: SpendConfig{DefaultMonthlyUSD: 10, GroupMonthlyUSD: map[string]float64{"ml": 20}}, wantCents: 2000, wantGroup: "group ml"},
 		{name: "smallest of two groups", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20, "interns": 7, "other": 1}}, wantCents: 700, wantGroup: "group interns"},
-		{name: "policy below group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20},
-			Policies: []BudgetPolicy{{Groups: []string{"ml"}, MonthlyUSD: 15}}}, wantCents: 1500, wantGroup: "Claude Code policy"},
-		{name: "first matching policy only", spend: SpendConfig{Policies: []BudgetPolicy{
-			{EmailDomains: []string{"other.example"}, MonthlyUSD: 1},
-			{EmailDomains: []string{"EXAMPLE.com"}, MonthlyUSD: 30},
-			{Groups: []string{"ml"}, MonthlyUSD: 2}}}, wantCents: 3000, wantGroup: "Claude Code policy"},
-		{name: "matching policy without budget", spend: SpendConfig{Policies: []BudgetPolicy{
-			{Groups: []string{"ml"}}, {MonthlyUSD: 2}}}},
+		{name: "policy below group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20}},
+			policies: []Policy{{Groups: []string{"ml"}, MonthlyBudgetUSD: 15}}, wantCents: 1500, wantGroup: "Claude Code policy"},
+		{name: "first matching policy only", policies: []Policy{
+			{EmailDomains: []string{"other.example"}, MonthlyBudgetUSD: 1},
+			{EmailDomains: []string{"EXAMPLE.com"}, MonthlyBudgetUSD: 30},
+			{Groups: []string{"ml"}, MonthlyBudgetUSD: 2}}, wantCents: 3000, wantGroup: "Claude Code policy"},
+		{name: "matching policy without budget", policies: []Policy{
+			{Groups: []string{"ml"}}, {MonthlyBudgetUSD: 2}}},
 		{name: "person below group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20}}, person: 3, wantCents: 300, wantGroup: "person"},
 		{name: "person above group", spend: SpendConfig{GroupMonthlyUSD: map[string]float64{"ml": 20}}, person: 100, wantCents: 2000, wantGroup: "group ml"},
 		{name: "person alone", person: 4, wantCents: 400, wantGroup: "person"},
@@ -254,7 +255,10 @@ func TestSpendSmallestCapWins(t *testing.T) {
 		{name: "token above person", person: 4, token: 9, wantCents: 400, wantGroup: "person"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, redistest.Mini(t), func(s *setup) { s.proxy.Spend = tt.spend })
+			h := newHarness(t, redistest.Mini(t), func(s *setup) {
+				s.proxy.Spend = tt.spend
+				s.claudeCode = ClaudeCodeConfig{Policies: tt.policies}
+			})
 			ctx := context.Background()
 			if err := h.gw.users.Login(ctx, users.Person{Email: alice, Name: "Alice", Groups: []string{"ml", "interns"}}, ""); err != nil {
 				t.Fatal(err)

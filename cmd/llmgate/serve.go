@@ -203,11 +203,6 @@ func spendConfigOf(cfg *Config) gateway.SpendConfig {
 		}
 		sc.Prices = usage.NewPrices(table)
 	}
-	for _, p := range cfg.ClaudeCode.Policies {
-		sc.Policies = append(sc.Policies, gateway.BudgetPolicy{
-			Groups: p.Match.Groups, EmailDomains: p.Match.EmailDomains, MonthlyUSD: p.MonthlyBudgetUSD,
-		})
-	}
 	return sc
 }
 
