@@ -272,7 +272,7 @@ func (s *Server) handleAdminTokens(c *gin.Context) {
 		s.fail(c, e)
 		return
 	}
-	out := make([]tokenView, len(recs))
+	out := make([]TokenView, len(recs))
 	for i, r := range recs {
 		out[i] = s.view(r)
 	}

@@ -20,9 +20,9 @@ import (
 // maxJSONBody bounds the JSON bodies of the gateway's own API.
 const maxJSONBody = 64 << 10
 
-// tokenView is a token as the JSON API shows it: never the token string,
+// TokenView is a token as the JSON API shows it (and the CLI reads it): never the token string,
 // except once, in the answer to its creation.
-type tokenView struct {
+type TokenView struct {
 	ID         string     `json:"id"`
 	Token      string     `json:"token,omitempty"`
 	Name       string     `json:"name"`
@@ -51,8 +51,8 @@ type tokenView struct {
 	TokenName string `json:"token_name"`
 }
 
-func (s *Server) view(r tokens.Record) tokenView {
-	v := tokenView{
+func (s *Server) view(r tokens.Record) TokenView {
+	v := TokenView{
 		ID: r.ID, Name: r.Name, Email: r.Email, ClientID: r.ClientID, Scopes: r.Scopes, Models: r.Models,
 		RPM: r.RPM, CIDRs: r.CIDRs, MaxCostUSD: r.MaxCostUSD, CreatedAt: r.CreatedAt, ExpiresAt: r.ExpiresAt,
 		Revoked: !r.RevokedAt.IsZero(), Status: r.Status(s.cfg.Now()), TokenID: r.ID, TokenName: r.Name,
@@ -180,7 +180,7 @@ func (s *Server) handleListTokens(c *gin.Context) {
 		s.fail(c, tokenError("list tokens", err))
 		return
 	}
-	out := make([]tokenView, len(recs))
+	out := make([]TokenView, len(recs))
 	for i, r := range recs {
 		out[i] = s.view(r)
 	}

@@ -141,8 +141,8 @@ func (s *Server) handleUIRevokeToken(c *gin.Context) {
 	s.doneTo(c, "/", "Token “"+rec.Name+"” revoked: calls with it are refused from now on.")
 }
 
-// meResponse is GET /api/me.
-type meResponse struct {
+// Me is GET /api/me.
+type Me struct {
 	Email     string   `json:"email"`
 	Name      string   `json:"name"`
 	Subject   string   `json:"sub"`
@@ -160,7 +160,7 @@ type meResponse struct {
 // handleMe says who the caller is: GET /api/me.
 func (s *Server) handleMe(c *gin.Context) {
 	p := currentPrincipal(c)
-	r := meResponse{Email: p.Email, Name: p.Name, Subject: p.Subject, Groups: p.Groups, Admin: p.Admin, Via: p.Via}
+	r := Me{Email: p.Email, Name: p.Name, Subject: p.Subject, Groups: p.Groups, Admin: p.Admin, Via: p.Via}
 	if r.Groups == nil {
 		r.Groups = []string{}
 	}

@@ -18,10 +18,10 @@ import (
 func (h *harness) host() string { return strings.TrimPrefix(h.url, "http://") }
 
 // me calls GET /api/me with the browser's cookies.
-func (b *browser) me(h *harness) (int, meResponse) {
+func (b *browser) me(h *harness) (int, Me) {
 	b.t.Helper()
 	p := b.Get(h.url + "/api/me")
-	var r meResponse
+	var r Me
 	if p.Status == http.StatusOK {
 		if err := json.Unmarshal([]byte(p.Body), &r); err != nil {
 			b.t.Fatalf("GET /api/me: decode %q: %v", p.Body, err)
@@ -57,7 +57,7 @@ func TestLoginEndToEnd(t *testing.T) {
 		if status != http.StatusOK {
 			t.Fatalf("GET /api/me: status %d, want 200", status)
 		}
-		want := meResponse{Email: "alice@example.com", Name: "Alice Example", Groups: []string{"admins", "engineering"}, Admin: true, Via: "session"}
+		want := Me{Email: "alice@example.com", Name: "Alice Example", Groups: []string{"admins", "engineering"}, Admin: true, Via: "session"}
 		got := me
 		got.Subject, got.CSRFToken, got.SessionExpiresAt = "", "", nil
 		if diff := cmp.Diff(want, got); diff != "" {

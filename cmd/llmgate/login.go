@@ -18,6 +18,8 @@ import (
 	"os/exec"
 	"runtime"
 	"time"
+
+	"github.com/llmgate/llmgate/gateway"
 )
 
 const loginSummary = `Sign in to a gateway and store a credential for the other commands
@@ -523,7 +525,7 @@ func cmdLogout(ctx context.Context, args []string, stdout, stderr io.Writer) int
 func (c *cli) revokeOwn(ctx context.Context, a *auth) error {
 	id := a.cred.TokenID
 	if id == "" {
-		var me meAnswer
+		var me gateway.Me
 		err := c.call(ctx, a, http.MethodGet, "/api/me", nil, &me)
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Status == http.StatusUnauthorized {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/llmgate/llmgate/gateway"
 )
 
 const tokenUsage = `Usage: llmgate token <create|list|revoke> [flags]
@@ -119,8 +121,8 @@ func cmdTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	return exitOK
 }
 
-func (c *cli) createToken(ctx context.Context, a *auth, req createRequest) (*tokenInfo, error) {
-	var t tokenInfo
+func (c *cli) createToken(ctx context.Context, a *auth, req createRequest) (*gateway.TokenView, error) {
+	var t gateway.TokenView
 	if err := c.call(ctx, a, http.MethodPost, "/api/tokens", req, &t); err != nil {
 		return nil, err
 	}
@@ -150,13 +152,13 @@ func cmdTokenList(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return c.fail("token list", err)
 	}
 	var list struct {
-		Tokens []tokenInfo `json:"tokens"`
+		Tokens []gateway.TokenView `json:"tokens"`
 	}
 	if err := c.call(ctx, a, http.MethodGet, "/api/tokens", nil, &list); err != nil {
 		return c.fail("token list", err)
 	}
 	if list.Tokens == nil {
-		list.Tokens = []tokenInfo{}
+		list.Tokens = []gateway.TokenView{}
 	}
 	sort.SliceStable(list.Tokens, func(i, j int) bool { return list.Tokens[i].CreatedAt.After(list.Tokens[j].CreatedAt) })
 	if *asJSON {
@@ -231,10 +233,10 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err != nil {
 		return c.fail("token revoke", err)
 	}
-	var revoked []tokenInfo
+	var revoked []gateway.TokenView
 	failed := false
 	for _, id := range ids {
-		var t tokenInfo
+		var t gateway.TokenView
 		err := c.call(ctx, a, http.MethodDelete, "/api/tokens/"+url.PathEscape(id), nil, &t)
 		var ae *apiError
 		if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
@@ -255,7 +257,7 @@ func cmdTokenRevoke(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if *asJSON {
 		if revoked == nil {
-			revoked = []tokenInfo{}
+			revoked = []gateway.TokenView{}
 		}
 		c.printJSON(revoked)
 	}

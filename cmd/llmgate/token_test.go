@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/gateway"
 	"github.com/llmgate/llmgate/tokens"
 )
 
@@ -158,7 +159,7 @@ func TestTokenCommands(t *testing.T) {
 	u.signIn(t, g.url, cred, rec)
 
 	r := u.run(t, "token", "create", "--name", "ci", "--ttl", "2d", "--models", "gpt-4o-mini, claude-haiku-4-5", "--json")
-	var created tokenInfo
+	var created gateway.TokenView
 	if err := json.Unmarshal([]byte(r.stdout), &created); err != nil || r.code != 0 {
 		t.Fatalf("token create --json: %v (%v)", r, err)
 	}
@@ -211,13 +212,13 @@ func TestTokenCommands(t *testing.T) {
 	}
 
 	r = u.run(t, "token", "list", "--json")
-	var list []tokenInfo
+	var list []gateway.TokenView
 	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || len(list) != 3 {
 		t.Fatalf("token list --json: %v (%v), want 3 tokens", r, err)
 	}
 
 	r = u.run(t, "token", "revoke", created.ID, "--json")
-	var revoked []tokenInfo
+	var revoked []gateway.TokenView
 	if err := json.Unmarshal([]byte(r.stdout), &revoked); err != nil || r.code != 0 || len(revoked) != 1 || !revoked[0].Revoked {
 		t.Fatalf("token revoke ID --json: %v (%v)", r, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/llmgate/llmgate/gateway"
 )
 
 const whoamiSummary = `Show who the credential belongs to, checked live against the gateway
@@ -22,36 +24,6 @@ Examples:
   llmgate whoami
   llmgate whoami --server https://llm.example.com
   llmgate whoami --json | jq -r .email`
-
-// meAnswer is the part of GET /api/me the CLI reads.
-type meAnswer struct {
-	Email          string     `json:"email"`
-	Name           string     `json:"name"`
-	Groups         []string   `json:"groups"`
-	Admin          bool       `json:"admin"`
-	Via            string     `json:"authenticated_by"`
-	TokenID        string     `json:"token_id"`
-	TokenExpiresAt *time.Time `json:"token_expires_at"`
-}
-
-// tokenInfo is a token as GET/POST /api/tokens show it.
-type tokenInfo struct {
-	ID         string     `json:"id"`
-	Token      string     `json:"token,omitempty"`
-	Name       string     `json:"name"`
-	Email      string     `json:"email"`
-	ClientID   string     `json:"client_id"`
-	Scopes     []string   `json:"scopes"`
-	Models     []string   `json:"models"`
-	RPM        int        `json:"rpm,omitempty"`
-	CIDRs      []string   `json:"cidrs,omitempty"`
-	MaxCostUSD float64    `json:"max_cost_usd,omitempty"`
-	CreatedAt  time.Time  `json:"created_at"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-	LastUsedAt *time.Time `json:"last_used_at"`
-	Revoked    bool       `json:"revoked"`
-	Status     string     `json:"status"`
-}
 
 // whoami is the --json output of `llmgate whoami`.
 type whoami struct {
@@ -114,7 +86,7 @@ func cmdWhoami(ctx context.Context, args []string, stdout, stderr io.Writer) int
 
 // whoami asks the gateway who a's credential belongs to, and what it may do.
 func (c *cli) whoami(ctx context.Context, a *auth) (*whoami, error) {
-	var me meAnswer
+	var me gateway.Me
 	if err := c.call(ctx, a, http.MethodGet, "/api/me", nil, &me); err != nil {
 		return nil, err
 	}
@@ -126,7 +98,7 @@ func (c *cli) whoami(ctx context.Context, a *auth) (*whoami, error) {
 		w.ExpiresAt = *me.TokenExpiresAt
 	}
 	if me.TokenID != "" {
-		var t tokenInfo
+		var t gateway.TokenView
 		if err := c.call(ctx, a, http.MethodGet, "/api/tokens/"+url.PathEscape(me.TokenID), nil, &t); err == nil {
 			w.TokenName, w.Scopes = t.Name, t.Scopes
 		}
