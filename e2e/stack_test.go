@@ -12,12 +12,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/binarytest"
 	"github.com/llmgate/llmgate/internal/demoupstream"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/logtest"
@@ -32,20 +32,7 @@ func TestMain(m *testing.M) {
 		// Every test skips without redis-server: do not build for nothing.
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "llmgate-e2e")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "llmgate")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/llmgate")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		os.RemoveAll(dir)
-		panic("build llmgate: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(binarytest.Run(m, "../cmd/llmgate", &binary))
 }
 
 // options shape a stack.

@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/llmgate/llmgate/internal/binarytest"
 	"github.com/llmgate/llmgate/internal/devidp"
 	"github.com/llmgate/llmgate/internal/logtest"
 	"github.com/llmgate/llmgate/internal/redistest"
@@ -32,20 +32,7 @@ func TestMain(m *testing.M) {
 		// and building one in every worker would stall the fuzzer.
 		os.Exit(m.Run())
 	}
-	dir, err := os.MkdirTemp("", "llmgate-bin")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "llmgate")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		os.RemoveAll(dir)
-		panic("build llmgate: " + err.Error())
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(binarytest.Run(m, ".", &binary))
 }
 
 // started is a running llmgate process.
