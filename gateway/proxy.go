@@ -115,6 +115,9 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 	}
 	s.proxyCfg = cfg
 	s.strip = append(append([]string{}, identityHeaders...), cfg.IdentityHeaders...)
+	for i, h := range s.strip {
+		s.strip[i] = http.CanonicalHeaderKey(h) // rewrite deletes them by exact key
+	}
 
 	// Plain-HTTP upstreams (LiteLLM beside the gateway) get a transport
 	// that holds no goroutine per connection: an open stream then costs
@@ -369,13 +372,15 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	pr.SetURL(up.URL)
 	out.Host = up.URL.Host
 
+	// Header names arrive canonical (the server parsed them), and every
+	// name here is canonical: delete needs no canonicalizing Del.
 	h := out.Header
-	h.Del("Authorization")
-	h.Del("X-Api-Key")
-	h.Del("Proxy-Authorization")
-	h.Del("Cookie")
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
+	delete(h, "Proxy-Authorization")
+	delete(h, "Cookie")
 	for _, name := range s.strip {
-		h.Del(name)
+		delete(h, name)
 	}
 	for name := range h {
 		for _, p := range identityPrefixes {

@@ -120,6 +120,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	key := hostPort(req.URL.Host)
 	r := req
+	if req.GetBody != nil && req.Body != nil && req.Body != http.NoBody && req.ContentLength > 0 {
+		// Send a fresh copy: GetBody's reader is the bare in-memory one,
+		// which http.Request.Write sends in the same write as the headers,
+		// where the body it was handed (httputil.ReverseProxy wraps it)
+		// costs a write of its own.
+		if b, err := req.GetBody(); err == nil {
+			req.Body.Close()
+			r = shallowWithBody(req, b)
+		}
+	}
 	replay := replayable(req)
 	for attempt := 0; ; attempt++ {
 		c := t.get(key)
