@@ -31,6 +31,11 @@ type Config struct {
 	ResponseHeaderTimeout time.Duration
 	// DialTimeout bounds connecting (default 30 s).
 	DialTimeout time.Duration
+	// MaxResponseHeaderBytes bounds an answer's status line and headers
+	// (default 10 MiB, as net/http's Transport), so that an upstream
+	// sending headers without end fails the call instead of growing the
+	// gateway's memory.
+	MaxResponseHeaderBytes int64
 	// Fallback carries what this transport does not: https URLs,
 	// upgrade requests (WebSocket), CONNECT. Nil refuses them.
 	Fallback http.RoundTripper
@@ -74,6 +79,9 @@ func New(cfg Config) *Transport {
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 30 * time.Second
 	}
+	if cfg.MaxResponseHeaderBytes <= 0 {
+		cfg.MaxResponseHeaderBytes = 10 << 20
+	}
 	return &Transport{
 		cfg:    cfg,
 		dialer: net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
@@ -86,10 +94,30 @@ func New(cfg Config) *Transport {
 // carries touches br; nc may be closed from anywhere.
 type conn struct {
 	nc     net.Conn
-	br     *bufio.Reader
+	br     *bufio.Reader // reads from the conn itself (Read below)
 	key    string
 	reused bool      // it carried an earlier request
 	idleAt time.Time // when it was pooled
+	// left is what may still be read before the answer's headers end
+	// (MaxResponseHeaderBytes); -1 once they ended.
+	left int64
+}
+
+var errHeadersTooLarge = errors.New("h1transport: the answer's headers exceed MaxResponseHeaderBytes")
+
+func (c *conn) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return c.nc.Read(p)
+	}
+	if c.left == 0 {
+		return 0, errHeadersTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.nc.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 // RoundTrip sends req and returns the response once its headers have
@@ -184,20 +212,51 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 	}
 	c.nc.SetDeadline(time.Now().Add(t.cfg.ResponseHeaderTimeout))
 
-	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(c.nc)
-	err = r.Write(bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	bw.Reset(nil)
-	writers.Put(bw)
-	if err != nil {
-		return fail(true, fmt.Errorf("h1transport: write request to %s: %w", c.key, err))
-	}
-
-	if _, err := c.br.Peek(1); err != nil {
-		return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, err))
+	c.left = t.cfg.MaxResponseHeaderBytes
+	early := false // answered before taking the whole request
+	if r.ContentLength >= 0 && r.ContentLength <= concurrentWriteAbove {
+		// The socket takes a small request whole: write, then wait.
+		if err := writeRequest(c.nc, r); err != nil {
+			// The upstream may have answered and closed before taking
+			// the request (a 413, say): that answer is the one to relay.
+			if !peerClosed(err) || !answered(c) {
+				return fail(true, fmt.Errorf("h1transport: write request to %s: %w", c.key, err))
+			}
+			early = true
+		} else if _, err := c.br.Peek(1); err != nil {
+			return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, err))
+		}
+	} else {
+		// A large body may block in the socket while the upstream has
+		// already answered and stopped reading; if it then closes, the
+		// reset discards an answer not yet read. So a large request is
+		// written by a goroutine of its own while this one waits for
+		// the answer, as net/http's Transport always does.
+		werr := make(chan error, 1)
+		go func() { werr <- writeRequest(c.nc, r) }()
+		_, perr := c.br.Peek(1)
+		select {
+		case err := <-werr:
+			if err != nil && (perr != nil || !peerClosed(err)) {
+				return fail(true, fmt.Errorf("h1transport: write request to %s: %w", c.key, err))
+			}
+			early = err != nil
+		default:
+			if perr != nil {
+				c.nc.Close()
+				err := <-werr
+				if err == nil || !peerClosed(err) {
+					err = perr
+				}
+				return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, err))
+			}
+			// Answered while the body was still going out: the writer
+			// ends when the connection is closed after this answer.
+			early = true
+		}
+		if perr != nil {
+			return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, perr))
+		}
 	}
 	trace := httptrace.ContextClientTrace(ctx)
 	for n := 0; ; n++ {
@@ -220,9 +279,10 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 			}
 		}
 	}
+	c.left = -1
 	c.nc.SetDeadline(time.Time{})
 	resp.Request = orig
-	resp.Body = &body{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, keep: !resp.Close && !r.Close}
+	resp.Body = &body{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, keep: !resp.Close && !r.Close && !early}
 	return resp, false, nil
 }
 
@@ -308,7 +368,9 @@ func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("h1transport: %w", err)
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, readBufferSize), key: key}, nil
+	c := &conn{nc: nc, key: key, left: -1}
+	c.br = bufio.NewReaderSize(c, readBufferSize)
+	return c, nil
 }
 
 // get takes the most recently pooled connection to key, or nil.
@@ -447,6 +509,32 @@ func replayable(req *http.Request) bool {
 	_, k1 := req.Header["Idempotency-Key"]
 	_, k2 := req.Header["X-Idempotency-Key"]
 	return k1 || k2
+}
+
+// concurrentWriteAbove is the body size above which a request is written
+// by a goroutine of its own (see exchange).
+const concurrentWriteAbove = 256 << 10
+
+// writeRequest writes r through a pooled buffer: headers and a small
+// body leave in one write.
+func writeRequest(w io.Writer, r *http.Request) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(w)
+	err := r.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	bw.Reset(nil)
+	writers.Put(bw)
+	return err
+}
+
+// answered reports whether an answer is waiting on c, looking no longer
+// than a moment.
+func answered(c *conn) bool {
+	c.nc.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := c.br.Peek(1)
+	return err == nil
 }
 
 // peerClosed reports whether err says the upstream closed the
