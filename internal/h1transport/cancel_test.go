@@ -237,4 +237,3 @@ func TestTimeouts(t *testing.T) {
 		})
 	})
 }
-
