@@ -28,7 +28,7 @@ func TestCancellation(t *testing.T) {
 			ctx, cancel := testCtx(t)
 			cancel()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.url+"/", nil)
-			resp, err := rt.RoundTrip(req)
+			resp, err := roundTrip(t, rt, req)
 			checkCanceled(t, resp, err)
 			select {
 			case s := <-reqs:
@@ -94,7 +94,7 @@ func TestCancellation(t *testing.T) {
 			rt := im.transport(t, h1transport.Config{})
 			ctx, cancel := testCtx(t)
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.url+"/", nil)
-			resp, err := rt.RoundTrip(req)
+			resp, err := roundTrip(t, rt, req)
 			if err != nil {
 				t.Fatalf("RoundTrip: %v", err)
 			}
@@ -142,7 +142,7 @@ func checkCanceled(tb testing.TB, resp *http.Response, err error) {
 // reused one — but never cuts a body that is merely slow; DialTimeout
 // bounds connecting.
 func TestTimeouts(t *testing.T) {
-	const headerTimeout = 100 * time.Millisecond
+	const headerTimeout = 50 * time.Millisecond
 	for _, reused := range []bool{false, true} {
 		t.Run(fmt.Sprintf("ResponseHeaderTimeout reused=%v", reused), func(t *testing.T) {
 			eachImpl(t, func(t *testing.T, im impl) {
@@ -166,7 +166,7 @@ func TestTimeouts(t *testing.T) {
 					mustGet(t, rt, srv.url+"/warm")
 				}
 				start := time.Now()
-				resp, err := get(t, rt, srv.url+"/slow")
+				resp, err := get(t, rt, srv.url+"/slow") // fails the test after waitFor
 				elapsed := time.Since(start)
 				if err == nil {
 					resp.Body.Close()

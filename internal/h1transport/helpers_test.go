@@ -50,9 +50,14 @@ func (im impl) onlyOurs(tb testing.TB, why string) {
 
 // transport builds the RoundTripper under test with cfg; the reference
 // gets the equivalent http.Transport settings (DisableCompression, no
-// proxy, HTTP/1.1 only). Both are closed when the test ends.
+// proxy, HTTP/1.1 only). Both are closed when the test ends. Unless
+// the test sets one, IdleTimeout is an hour, longer than any wait here,
+// so the idle sweeper never hides a connection kept by mistake.
 func (im impl) transport(tb testing.TB, cfg h1transport.Config) http.RoundTripper {
 	tb.Helper()
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = time.Hour
+	}
 	if im.ours {
 		tr := h1transport.New(cfg)
 		tb.Cleanup(func() { tr.Close() })
@@ -78,14 +83,16 @@ func or[T comparable](v, def T) T {
 	return v
 }
 
-// get sends a GET for url through rt with ctx.
+// get sends a GET for url through rt, failing the test if RoundTrip
+// does not return within waitFor.
 func get(tb testing.TB, rt http.RoundTripper, url string) (*http.Response, error) {
 	tb.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return rt.RoundTrip(req)
+	res := wait(tb, goRoundTrip(rt, req), "RoundTrip GET "+url+" to return")
+	return res.resp, res.err
 }
 
 // mustGet sends a GET and returns the whole body, failing on any error.
@@ -98,17 +105,27 @@ func mustGet(tb testing.TB, rt http.RoundTripper, url string) (*http.Response, s
 	return resp, readClose(tb, resp)
 }
 
-// readClose reads resp's body to its end and closes it.
+// readClose reads resp's body to its end and closes it, failing the
+// test if that does not finish within waitFor.
 func readClose(tb testing.TB, resp *http.Response) string {
 	tb.Helper()
-	b, err := io.ReadAll(resp.Body)
-	if cerr := resp.Body.Close(); err == nil {
-		err = cerr
+	type read struct {
+		b   []byte
+		err error
 	}
-	if err != nil {
-		tb.Fatalf("read body: %v (read %q)", err, b)
+	done := make(chan read, 1)
+	go func() {
+		b, err := io.ReadAll(resp.Body)
+		if cerr := resp.Body.Close(); err == nil {
+			err = cerr
+		}
+		done <- read{b, err}
+	}()
+	r := wait(tb, done, "the body to be read to its end and closed")
+	if r.err != nil {
+		tb.Fatalf("read body: %v (read %q)", r.err, r.b)
 	}
-	return string(b)
+	return string(r.b)
 }
 
 // wait blocks until ch is closed or yields, failing after waitFor with
@@ -128,6 +145,14 @@ func wait[T any](tb testing.TB, ch <-chan T, what string) T {
 type result struct {
 	resp *http.Response
 	err  error
+}
+
+// roundTrip is rt.RoundTrip(req), failing the test if it does not
+// return within waitFor.
+func roundTrip(tb testing.TB, rt http.RoundTripper, req *http.Request) (*http.Response, error) {
+	tb.Helper()
+	res := wait(tb, goRoundTrip(rt, req), fmt.Sprintf("RoundTrip %s %s to return", req.Method, req.URL))
+	return res.resp, res.err
 }
 
 // goRoundTrip runs rt.RoundTrip(req) on another goroutine.
@@ -339,6 +364,35 @@ func newCountingServer(tb testing.TB, h http.Handler) *countingServer {
 	cs.Start()
 	tb.Cleanup(cs.Close)
 	return cs
+}
+
+// markerKey marks a request's context so that a test can recognise it
+// on resp.Request.
+type markerKey struct{}
+
+// markedRequest is a request whose context carries a marker; the
+// gateway finds its per-call state through resp.Request.Context().
+func markedRequest(tb testing.TB, method, url string, body io.Reader) *http.Request {
+	tb.Helper()
+	ctx := context.WithValue(context.Background(), markerKey{}, url)
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return req
+}
+
+// checkRespRequest fails unless resp.Request is req or a copy of it
+// with its context.
+func checkRespRequest(tb testing.TB, resp *http.Response, req *http.Request) {
+	tb.Helper()
+	switch {
+	case resp.Request == nil:
+		tb.Errorf("resp.Request is nil; want the request (the gateway reads its context)")
+	case resp.Request.Context().Value(markerKey{}) != req.Context().Value(markerKey{}) ||
+		resp.Request.Method != req.Method || resp.Request.URL.String() != req.URL.String():
+		tb.Errorf("resp.Request is %s %s without the request's context; want the request sent", resp.Request.Method, resp.Request.URL)
+	}
 }
 
 // testCtx returns a cancellable context that ends with the test.

@@ -31,7 +31,7 @@ func TestConnectionReuse(t *testing.T) {
 			if i%2 == 1 {
 				method, body = http.MethodPost, strings.NewReader(fmt.Sprint("body", i))
 			}
-			resp, err := rt.RoundTrip(newRequest(t, method, fmt.Sprintf("%s/r%d", srv.URL, i), body))
+			resp, err := roundTrip(t, rt, newRequest(t, method, fmt.Sprintf("%s/r%d", srv.URL, i), body))
 			if err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
@@ -100,11 +100,11 @@ func TestStalePooledConnection(t *testing.T) {
 		refSkip  string
 	}{
 		{name: "GET", build: func(tb testing.TB, url string) *http.Request {
-			return newRequest(tb, http.MethodGet, url, nil)
+			return markedRequest(tb, http.MethodGet, url, nil)
 		}},
 		{name: "POST with GetBody", wantBody: payload, refSkip: "net/http takes the dead connection before its readLoop " +
 			"sees the close, writes the POST and, a POST not being idempotent, does not retry it (EOF)", build: func(tb testing.TB, url string) *http.Request {
-			req := newRequest(tb, http.MethodPost, url, bytes.NewReader(payload))
+			req := markedRequest(tb, http.MethodPost, url, bytes.NewReader(payload))
 			if req.GetBody == nil {
 				tb.Fatal("NewRequest set no GetBody")
 			}
@@ -131,11 +131,15 @@ func TestStalePooledConnection(t *testing.T) {
 				wait(t, reqs, "the first request")
 				closeIdle()
 
-				resp, err := rt.RoundTrip(tt.build(t, srv.url+"/second"))
+				req := tt.build(t, srv.url+"/second")
+				resp, err := roundTrip(t, rt, req)
 				if err != nil && !tt.mayFail {
 					t.Fatalf("request after the upstream closed the idle connection: %v; want it sent on a new connection", err)
 				}
 				if err == nil {
+					if req.Context().Value(markerKey{}) != nil {
+						checkRespRequest(t, resp, req)
+					}
 					if body := readClose(t, resp); body != "two" {
 						t.Errorf("body %q, want %q from a new connection", body, "two")
 					}
@@ -187,7 +191,7 @@ func TestDeadAfterWrite(t *testing.T) {
 			req := newRequest(t, http.MethodPost, srv.url+"/second", io.NopCloser(bytes.NewReader(payload)))
 			req.ContentLength = int64(len(payload))
 			req.GetBody = nil
-			resp, err := rt.RoundTrip(req)
+			resp, err := roundTrip(t, rt, req)
 			if err == nil {
 				body := readClose(t, resp)
 				t.Fatalf("POST whose connection died after it was sent: %d %q, want an error", resp.StatusCode, body)
@@ -208,10 +212,12 @@ func TestDeadAfterWrite(t *testing.T) {
 			rt := im.transport(t, h1transport.Config{})
 			mustGet(t, rt, srv.url+"/first")
 			wait(t, reqs, "the first request")
-			resp, err := get(t, rt, srv.url+"/second")
+			req := markedRequest(t, http.MethodGet, srv.url+"/second", nil)
+			resp, err := roundTrip(t, rt, req)
 			if err != nil {
 				t.Fatalf("GET whose reused connection died unanswered: %v; want it retried on a new connection", err)
 			}
+			checkRespRequest(t, resp, req)
 			if body := readClose(t, resp); body != "answer" {
 				t.Errorf("body %q, want %q", body, "answer")
 			}
@@ -229,7 +235,7 @@ func TestIdleConnections(t *testing.T) {
 	t.Run("IdleTimeout", func(t *testing.T) {
 		eachImpl(t, func(t *testing.T, im impl) {
 			srv, reqs := keepAliveServer(t, func(*rawConn, int, seen) (string, bool) { return next, true })
-			rt := im.transport(t, h1transport.Config{IdleTimeout: 100 * time.Millisecond})
+			rt := im.transport(t, h1transport.Config{IdleTimeout: 200 * time.Millisecond})
 			mustGet(t, rt, srv.url+"/1")
 			first := srv.nextConn(t)
 			wait(t, reqs, "request 1")

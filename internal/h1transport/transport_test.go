@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -172,9 +173,15 @@ func TestRequestWriting(t *testing.T) {
 					io.WriteString(w, "answered")
 				}))
 				rt := im.transport(t, h1transport.Config{})
-				resp, err := rt.RoundTrip(tt.build(t, srv.URL))
+				req := tt.build(t, srv.URL)
+				header, host := req.Header.Clone(), req.Host
+				resp, err := roundTrip(t, rt, req)
 				if err != nil {
 					t.Fatalf("RoundTrip: %v", err)
+				}
+				// A RoundTripper must not modify the request.
+				if !reflect.DeepEqual(req.Header, header) || req.Host != host {
+					t.Errorf("RoundTrip changed the request: Header %v Host %q, was %v %q", req.Header, req.Host, header, host)
 				}
 				if body := readClose(t, resp); resp.StatusCode != 200 || body != "answered" {
 					t.Errorf("answer %d %q, want 200 %q", resp.StatusCode, body, "answered")
@@ -280,7 +287,7 @@ func TestResponseBodies(t *testing.T) {
 			wantStatus: 200, wantBody: "ok", wantLength: 2, wantClose: true, reuse: false,
 		},
 		{
-			name: "HTTP/1.0 answer", method: "GET",
+			name: "HTTP 1.0 answer", method: "GET",
 			answer:     "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
 			wantStatus: 200, wantBody: "ok", wantLength: 2, wantClose: true, reuse: false,
 		},
@@ -306,7 +313,7 @@ func TestResponseBodies(t *testing.T) {
 
 				var got1xx []int
 				var hints []string
-				ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+				ctx := httptrace.WithClientTrace(context.WithValue(context.Background(), markerKey{}, tt.name), &httptrace.ClientTrace{
 					Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
 						got1xx = append(got1xx, code)
 						hints = append(hints, h.Values("Link")...)
@@ -317,10 +324,11 @@ func TestResponseBodies(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp, err := rt.RoundTrip(req)
+				resp, err := roundTrip(t, rt, req)
 				if err != nil {
 					t.Fatalf("RoundTrip: %v", err)
 				}
+				checkRespRequest(t, resp, req)
 				if resp.StatusCode != tt.wantStatus || resp.ContentLength != tt.wantLength || resp.Close != tt.wantClose {
 					t.Errorf("answer status %d, ContentLength %d, Close %v; want %d, %d, %v",
 						resp.StatusCode, resp.ContentLength, resp.Close, tt.wantStatus, tt.wantLength, tt.wantClose)
@@ -579,7 +587,7 @@ func TestLargeBodies(t *testing.T) {
 				body = io.MultiReader(body) // hides the length: chunked
 			}
 			req := newRequest(t, http.MethodPost, srv.URL+"/?length="+length, body)
-			resp, err := rt.RoundTrip(req)
+			resp, err := roundTrip(t, rt, req)
 			if err != nil {
 				t.Fatalf("RoundTrip (%s length): %v", length, err)
 			}
@@ -703,7 +711,7 @@ func TestUpstreamFailures(t *testing.T) {
 			wait(t, reqs, "the warm-up request")
 			req := newRequest(t, http.MethodPost, srv.url+"/upload", io.MultiReader(strings.NewReader("0123456789"), errReader{errBoom}))
 			req.ContentLength = 100
-			resp, err := rt.RoundTrip(req)
+			resp, err := roundTrip(t, rt, req)
 			if err == nil {
 				resp.Body.Close()
 				t.Fatalf("POST whose body failed after 10 of 100 bytes: status %d, want an error", resp.StatusCode)
@@ -762,7 +770,7 @@ func TestFallback(t *testing.T) {
 				fb := &recordingRT{}
 				rt := im.transport(t, h1transport.Config{Fallback: fb})
 				req := build()
-				resp, err := rt.RoundTrip(req)
+				resp, err := roundTrip(t, rt, req)
 				if err != nil {
 					t.Fatalf("RoundTrip with a Fallback: %v", err)
 				}
@@ -772,7 +780,7 @@ func TestFallback(t *testing.T) {
 				}
 
 				rt = im.transport(t, h1transport.Config{})
-				resp, err = rt.RoundTrip(build())
+				resp, err = roundTrip(t, rt, build())
 				if err == nil {
 					resp.Body.Close()
 					t.Fatalf("RoundTrip without a Fallback: status %d, want an error", resp.StatusCode)
