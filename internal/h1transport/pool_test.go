@@ -470,3 +470,78 @@ func TestNoGoroutinePerConnection(t *testing.T) {
 		}
 	})
 }
+
+// TestUnsolicitedWhileIdle: bytes the upstream sends on a connection
+// while it sits in the pool — a 408 Request Timeout before it hangs up
+// (as some servers do at their keep-alive timeout), or a stray answer —
+// were asked for by no request. The next request must get its own
+// answer on a new connection, never those bytes.
+func TestUnsolicitedWhileIdle(t *testing.T) {
+	tests := []struct {
+		name         string
+		stray        string
+		serverCloses bool
+	}{
+		{"408 then close", "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", true},
+		{"stray answer, connection left open", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray", false},
+	}
+	methods := []struct {
+		name  string
+		build func(tb testing.TB, url string) *http.Request
+	}{
+		{"GET", func(tb testing.TB, url string) *http.Request { return newRequest(tb, http.MethodGet, url, nil) }},
+		{"POST with GetBody", func(tb testing.TB, url string) *http.Request {
+			return newRequest(tb, http.MethodPost, url, strings.NewReader(`{"model":"m"}`))
+		}},
+	}
+	for _, tt := range tests {
+		for _, m := range methods {
+			t.Run(tt.name+"/"+m.name, func(t *testing.T) {
+				eachImpl(t, func(t *testing.T, im impl) {
+					im.onlyOurs(t, "net/http hands such bytes to the next request when that request wins the race "+
+						"with its readLoop (seen here: a 408 returned to a GET, a stray 200 to a POST)")
+					sendStray, sent := make(chan struct{}), make(chan struct{})
+					srv, reqs := keepAliveServer(t, func(c *rawConn, n int, s seen) (string, bool) {
+						if c.id == 1 && n == 1 {
+							go func() {
+								select {
+								case <-sendStray:
+								case <-time.After(waitFor):
+									return
+								}
+								c.write(tt.stray)
+								if tt.serverCloses {
+									c.Close()
+								}
+								close(sent)
+							}()
+							return okAnswer("one"), true
+						}
+						return next, true
+					})
+					rt := im.transport(t, h1transport.Config{})
+					mustGet(t, rt, srv.url+"/first")
+					first := srv.nextConn(t)
+					wait(t, reqs, "the first request")
+					close(sendStray)
+					wait(t, sent, "the upstream to send its unsolicited bytes")
+
+					resp, err := roundTrip(t, rt, m.build(t, srv.url+"/second"))
+					if err != nil {
+						t.Fatalf("request after unsolicited bytes on the pooled connection: %v; want it sent on a new connection", err)
+					}
+					if body := readClose(t, resp); resp.StatusCode != 200 || body != "next" {
+						t.Fatalf("answer %d %q; want the upstream's own answer 200 %q, not the unsolicited bytes", resp.StatusCode, body, "next")
+					}
+					s := wait(t, reqs, "the second request")
+					if s.conn == first.id {
+						t.Errorf("second request went over connection %d, which had unsolicited bytes", first.id)
+					}
+					if !tt.serverCloses {
+						first.waitPeerClosed(t)
+					}
+				})
+			})
+		}
+	}
+}
