@@ -7,9 +7,9 @@ import (
 	"syscall"
 )
 
-// alive reports whether the upstream has not closed nc (nor sent
-// anything unasked) while it sat in the pool, without blocking: a peek
-// at the socket, one system call.
+// alive reports whether the upstream has neither closed nc nor sent
+// anything unasked while it sat in the pool, without blocking: a peek at
+// the socket, one system call per reused connection.
 func alive(nc net.Conn) bool {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {

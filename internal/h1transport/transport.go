@@ -161,9 +161,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	replay := replayable(req)
 	for attempt := 0; ; attempt++ {
 		c := t.get(key)
-		if c != nil && !replay && !alive(c.nc) {
-			// A request that may not be sent twice goes only on a
-			// connection the upstream has not closed while it was idle.
+		if c != nil && !alive(c.nc) {
+			// The upstream closed the pooled connection, or sent bytes
+			// nobody asked for (a 408 before closing, a stray answer),
+			// while it was idle: those must reach no request.
 			c.nc.Close()
 			c = nil
 		}
