@@ -225,14 +225,15 @@ func (s *jsonScan) endCapture(m *Meter) {
 	switch want {
 	case wantModel:
 		m.t.model = ""
-		var model string
-		if !s.capLong && json.Unmarshal(s.capture, &model) == nil {
-			m.t.model = model
+		if !s.capLong {
+			if model, ok := decodeString(s.capture); ok {
+				m.t.model = model
+			}
 		}
 	case wantUsage:
 		m.t.resetUsage()
 		var u usageJSON
-		if !s.capLong && len(s.capture) > 0 && s.capture[0] == '{' && json.Unmarshal(s.capture, &u) == nil {
+		if !s.capLong && len(s.capture) > 0 && s.capture[0] == '{' && decodeUsage(s.capture, &u) {
 			m.t.add(&u)
 		}
 	}

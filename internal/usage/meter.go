@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -167,6 +168,20 @@ func (t *tally) add(u *usageJSON) {
 	}
 	if u.TotalTokens.ok {
 		t.total, t.hasTotal = u.TotalTokens.n, true
+	}
+}
+
+// setModel takes the model of a JSON string as written, unless the string
+// is empty or not a string.
+func (t *tally) setModel(tok []byte) {
+	if len(tok) <= 2 {
+		return
+	}
+	if len(tok) == len(t.model)+2 && string(tok[1:len(tok)-1]) == t.model && bytes.IndexByte(tok, '\\') < 0 {
+		return // the same model again (t.model is valid UTF-8, and so is tok)
+	}
+	if s, ok := decodeString(tok); ok && s != "" {
+		t.model = s
 	}
 }
 

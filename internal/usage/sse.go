@@ -176,6 +176,33 @@ func (m *Meter) event(data []byte) {
 	if !hasObject(data, keyUsage) && (m.t.model != "" || !hasKey(data, keyModel)) {
 		return
 	}
+	m.t.takeEvent(data)
+}
+
+// takeEvent adds what the data of an event reports.
+func (t *tally) takeEvent(data []byte) {
+	var doc eventDoc
+	switch decodeEvent(data, &doc) {
+	case invalid:
+		return
+	case punt:
+		t.takeEventJSON(data)
+		return
+	}
+	t.setModel(doc.top.model)
+	if doc.top.hasUsage {
+		t.add(&doc.top.usage)
+	}
+	for _, b := range [...]*bodyDoc{&doc.message, &doc.response} {
+		t.setModel(b.model)
+		if b.hasUsage {
+			t.add(&b.usage)
+		}
+	}
+}
+
+// takeEventJSON is takeEvent with encoding/json.
+func (t *tally) takeEventJSON(data []byte) {
 	var ev eventJSON
 	if err := json.Unmarshal(data, &ev); err != nil {
 		// A field of another type is skipped; the rest is decoded.
@@ -185,20 +212,20 @@ func (m *Meter) event(data []byte) {
 		}
 	}
 	if ev.Model != "" {
-		m.t.model = ev.Model
+		t.model = ev.Model
 	}
 	if ev.Usage != nil {
-		m.t.add(ev.Usage)
+		t.add(ev.Usage)
 	}
 	for _, b := range [...]*bodyJSON{ev.Message, ev.Response} {
 		if b == nil {
 			continue
 		}
 		if b.Model != "" {
-			m.t.model = b.Model
+			t.model = b.Model
 		}
 		if b.Usage != nil {
-			m.t.add(b.Usage)
+			t.add(b.Usage)
 		}
 	}
 }

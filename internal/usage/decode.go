@@ -1,0 +1,471 @@
+package usage
+
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// A hand-written reader of the few JSON values a Meter decodes: a usage
+// object, a model string, and a stream event. It gives exactly what
+// encoding/json gives when decoding into usageJSON, a string or eventJSON
+// (the tests compare the two), without reflection or allocation: it checks
+// the whole document as strictly as encoding/json does, and matches keys
+// the way encoding/json matches struct fields (the exact name, else any
+// ASCII case). On what it does not handle itself (a key to match that has
+// an escape or a non-ASCII byte, deep nesting) it says so, and the caller
+// uses encoding/json.
+
+// verdict is the outcome of reading a document.
+type verdict uint8
+
+const (
+	valid   verdict = iota // the document is JSON and was read
+	invalid                // encoding/json rejects the document
+	punt                   // beyond this reader: use encoding/json
+)
+
+// maxDepth is the deepest nesting read here; encoding/json allows 10000,
+// so documents deeper than maxDepth are left to it.
+const maxDepth = 500
+
+// reader reads one document.
+type reader struct {
+	b []byte
+	i int
+}
+
+// plainStr marks the bytes that may stand for themselves inside a string.
+var plainStr = func() (t [256]bool) {
+	for c := 0x20; c < 0x100; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+func (r *reader) space() {
+	for r.i < len(r.b) {
+		switch r.b[r.i] {
+		case ' ', '\t', '\n', '\r':
+			r.i++
+		default:
+			return
+		}
+	}
+}
+
+// end reports whether only whitespace is left.
+func (r *reader) end() bool {
+	r.space()
+	return r.i == len(r.b)
+}
+
+// str reads a string at r.i (which is '"'). It reports whether the string
+// has an escape and whether it has a byte outside ASCII; on an invalid
+// string ok is false.
+func (r *reader) str() (esc, high, ok bool) {
+	b, i := r.b, r.i+1
+	for {
+		for i < len(b) && plainStr[b[i]] {
+			high = high || b[i] >= utf8.RuneSelf
+			i++
+		}
+		if i == len(b) {
+			return false, false, false
+		}
+		switch b[i] {
+		case '"':
+			r.i = i + 1
+			return esc, high, true
+		case '\\':
+			esc = true
+			if i+1 == len(b) {
+				return false, false, false
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) || !isHex(b[i+5]) {
+					return false, false, false
+				}
+				i += 6
+			default:
+				return false, false, false
+			}
+		default: // a control character
+			return false, false, false
+		}
+	}
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// num reads a number at r.i (which is '-' or a digit).
+func (r *reader) num() bool {
+	b, i := r.b, r.i
+	if b[i] == '-' {
+		i++
+	}
+	switch {
+	case i == len(b) || !isDigit(b[i]):
+		return false
+	case b[i] == '0':
+		i++
+	default:
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if i == len(b) || !isDigit(b[i]) {
+			return false
+		}
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i == len(b) || !isDigit(b[i]) {
+			return false
+		}
+		for i < len(b) && isDigit(b[i]) {
+			i++
+		}
+	}
+	r.i = i
+	return true
+}
+
+func (r *reader) lit(s string) verdict {
+	if len(r.b)-r.i < len(s) || string(r.b[r.i:r.i+len(s)]) != s {
+		return invalid
+	}
+	r.i += len(s)
+	return valid
+}
+
+// skip reads any value at r.i (after whitespace), depth levels deep.
+func (r *reader) skip(depth int) verdict {
+	r.space()
+	if r.i == len(r.b) {
+		return invalid
+	}
+	switch c := r.b[r.i]; c {
+	case '"':
+		if _, _, ok := r.str(); !ok {
+			return invalid
+		}
+		return valid
+	case '{':
+		return r.object(depth+1, func(key []byte, r *reader) verdict { return r.skip(depth + 1) })
+	case '[':
+		if depth+1 > maxDepth {
+			return punt
+		}
+		r.i++
+		r.space()
+		if r.i < len(r.b) && r.b[r.i] == ']' {
+			r.i++
+			return valid
+		}
+		for {
+			if v := r.skip(depth + 1); v != valid {
+				return v
+			}
+			r.space()
+			if r.i == len(r.b) {
+				return invalid
+			}
+			switch r.b[r.i] {
+			case ',':
+				r.i++
+			case ']':
+				r.i++
+				return valid
+			default:
+				return invalid
+			}
+		}
+	case 't':
+		return r.lit("true")
+	case 'f':
+		return r.lit("false")
+	case 'n':
+		return r.lit("null")
+	default:
+		if c == '-' || isDigit(c) {
+			if r.num() {
+				return valid
+			}
+		}
+		return invalid
+	}
+}
+
+// object reads an object at r.i (which is '{'), the given depth deep,
+// calling field for each member with the raw key (between its quotes,
+// ASCII without escapes: any other key makes the read punt) and r at the
+// value (after whitespace). field must read the value.
+func (r *reader) object(depth int, field func(key []byte, r *reader) verdict) verdict {
+	if depth > maxDepth {
+		return punt
+	}
+	r.i++
+	r.space()
+	if r.i < len(r.b) && r.b[r.i] == '}' {
+		r.i++
+		return valid
+	}
+	for {
+		r.space()
+		if r.i == len(r.b) || r.b[r.i] != '"' {
+			return invalid
+		}
+		start := r.i
+		esc, high, ok := r.str()
+		if !ok {
+			return invalid
+		}
+		key := r.b[start+1 : r.i-1]
+		r.space()
+		if r.i == len(r.b) || r.b[r.i] != ':' {
+			return invalid
+		}
+		r.i++
+		r.space()
+		if esc || high {
+			// The key may still name a field (encoding/json unescapes it
+			// and folds Unicode case): punt unless the value is invalid.
+			if v := r.skip(depth); v != valid {
+				return v
+			}
+			return punt
+		}
+		if r.i == len(r.b) {
+			return invalid
+		}
+		if v := field(key, r); v != valid {
+			return v
+		}
+		r.space()
+		if r.i == len(r.b) {
+			return invalid
+		}
+		switch r.b[r.i] {
+		case ',':
+			r.i++
+		case '}':
+			r.i++
+			return valid
+		default:
+			return invalid
+		}
+	}
+}
+
+// keyIs reports whether key names the field name as encoding/json matches
+// them: exactly, or in another ASCII case (key and name being ASCII).
+func keyIs(key []byte, name string) bool {
+	if len(key) != len(name) {
+		return false
+	}
+	for i := range len(key) {
+		c := key[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// usageObject reads the object at r.i into u as encoding/json decodes an
+// object into a usageJSON: into the values u already has.
+func (r *reader) usageObject(depth int, u *usageJSON) verdict {
+	return r.object(depth+1, func(key []byte, r *reader) verdict {
+		c := u.field(key)
+		start := r.i
+		if v := r.skip(depth + 1); v != valid {
+			return v
+		}
+		if c != nil {
+			if n, ok := parseCount(r.b[start:r.i]); ok {
+				c.n, c.ok = n, true
+			}
+		}
+		return valid
+	})
+}
+
+// field is the count key names, or nil.
+func (u *usageJSON) field(key []byte) *count {
+	if len(key) < len("input_tokens") {
+		return nil
+	}
+	switch {
+	case keyIs(key, "prompt_tokens"):
+		return &u.PromptTokens
+	case keyIs(key, "completion_tokens"):
+		return &u.CompletionTokens
+	case keyIs(key, "total_tokens"):
+		return &u.TotalTokens
+	case keyIs(key, "input_tokens"):
+		return &u.InputTokens
+	case keyIs(key, "output_tokens"):
+		return &u.OutputTokens
+	case keyIs(key, "cache_creation_input_tokens"):
+		return &u.CacheCreation
+	case keyIs(key, "cache_read_input_tokens"):
+		return &u.CacheRead
+	}
+	return nil
+}
+
+// decodeUsage decodes a JSON document holding a usage object as
+// json.Unmarshal(b, u) does, reporting whether it succeeded.
+func decodeUsage(b []byte, u *usageJSON) bool {
+	r := reader{b: b}
+	r.space()
+	v := invalid
+	if r.i < len(b) && b[r.i] == '{' {
+		var got usageJSON
+		if v = r.usageObject(0, &got); v == valid && !r.end() {
+			v = invalid
+		}
+		if v == valid {
+			*u = got
+		}
+	} else if v = r.skip(0); v == valid {
+		v = invalid
+		if r.end() {
+			v = punt // JSON of another type: encoding/json says what it does
+		}
+	}
+	if v == punt {
+		return json.Unmarshal(b, u) == nil
+	}
+	return v == valid
+}
+
+// decodeString decodes a JSON document holding a string as
+// json.Unmarshal(b, &s) does, reporting whether it succeeded.
+func decodeString(b []byte) (string, bool) {
+	r := reader{b: b}
+	if len(b) >= 2 && b[0] == '"' {
+		esc, high, ok := r.str()
+		if ok && r.i == len(b) && !esc && (!high || utf8.Valid(b)) {
+			return string(b[1 : len(b)-1]), true
+		}
+	}
+	var s string
+	err := json.Unmarshal(b, &s)
+	return s, err == nil
+}
+
+// eventDoc is what a stream event's data decodes to, as eventJSON without
+// its pointers: a member "usage" (or "message", "response") that is null
+// leaves it absent, one of another type present and empty.
+type eventDoc struct {
+	top      bodyDoc
+	message  bodyDoc
+	response bodyDoc
+}
+
+type bodyDoc struct {
+	present  bool
+	model    []byte // the last string "model", as written
+	usage    usageJSON
+	hasUsage bool
+}
+
+// decodeEvent decodes data as json.Unmarshal(data, &eventJSON{}) does,
+// reporting whether the caller may use ev: also when only an
+// *json.UnmarshalTypeError is wrong, as event requires.
+func decodeEvent(data []byte, ev *eventDoc) verdict {
+	r := reader{b: data}
+	r.space()
+	if r.i == len(data) || data[r.i] != '{' {
+		// Not an object: nothing to use, whether valid or not.
+		return invalid
+	}
+	v := r.object(1, func(key []byte, r *reader) verdict {
+		switch {
+		case keyIs(key, "message"):
+			return r.body(&ev.message)
+		case keyIs(key, "response"):
+			return r.body(&ev.response)
+		}
+		return r.bodyField(key, 1, &ev.top)
+	})
+	if v == valid && !r.end() {
+		v = invalid
+	}
+	return v
+}
+
+// body reads the value of "message" or "response" into b as encoding/json
+// decodes a value into a *bodyJSON.
+func (r *reader) body(b *bodyDoc) verdict {
+	switch r.b[r.i] {
+	case 'n':
+		if r.lit("null") != valid {
+			return invalid
+		}
+		*b = bodyDoc{}
+		return valid
+	case '{':
+		if !b.present {
+			*b = bodyDoc{present: true}
+		}
+		return r.object(2, func(key []byte, r *reader) verdict { return r.bodyField(key, 2, b) })
+	}
+	if !b.present {
+		*b = bodyDoc{present: true}
+	}
+	return r.skip(1)
+}
+
+// bodyField reads the value of member key of an object depth deep into b,
+// for its "model" and "usage".
+func (r *reader) bodyField(key []byte, depth int, b *bodyDoc) verdict {
+	start := r.i
+	switch {
+	case keyIs(key, "model"):
+		if v := r.skip(depth); v != valid {
+			return v
+		}
+		if r.b[start] == '"' {
+			b.model = r.b[start:r.i]
+		}
+		return valid
+	case keyIs(key, "usage"):
+		switch r.b[r.i] {
+		case 'n':
+			if r.lit("null") != valid {
+				return invalid
+			}
+			b.usage, b.hasUsage = usageJSON{}, false
+			return valid
+		case '{':
+			if !b.hasUsage {
+				b.usage, b.hasUsage = usageJSON{}, true
+			}
+			return r.usageObject(depth, &b.usage)
+		}
+		if !b.hasUsage {
+			b.usage, b.hasUsage = usageJSON{}, true
+		}
+	}
+	return r.skip(depth)
+}
