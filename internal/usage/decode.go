@@ -44,12 +44,10 @@ var plainStr = func() (t [256]bool) {
 
 func (r *reader) space() {
 	for r.i < len(r.b) {
-		switch r.b[r.i] {
-		case ' ', '\t', '\n', '\r':
-			r.i++
-		default:
+		if c := r.b[r.i]; c > ' ' || c != ' ' && c != '\t' && c != '\n' && c != '\r' {
 			return
 		}
+		r.i++
 	}
 }
 
@@ -65,10 +63,12 @@ func (r *reader) end() bool {
 func (r *reader) str() (esc, high, ok bool) {
 	b, i := r.b, r.i+1
 	for {
+		var all byte
 		for i < len(b) && plainStr[b[i]] {
-			high = high || b[i] >= utf8.RuneSelf
+			all |= b[i]
 			i++
 		}
+		high = high || all >= utf8.RuneSelf
 		if i == len(b) {
 			return false, false, false
 		}
@@ -166,7 +166,15 @@ func (r *reader) skip(depth int) verdict {
 		}
 		return valid
 	case '{':
-		return r.object(depth+1, func(key []byte, r *reader) verdict { return r.skip(depth + 1) })
+		more, v := r.open(depth + 1)
+		for more && v == valid {
+			if _, _, v = r.key(); v == valid {
+				if v = r.skip(depth + 1); v == valid {
+					more, v = r.next()
+				}
+			}
+		}
+		return v
 	case '[':
 		if depth+1 > maxDepth {
 			return punt
@@ -211,122 +219,150 @@ func (r *reader) skip(depth int) verdict {
 	}
 }
 
-// object reads an object at r.i (which is '{'), the given depth deep,
-// calling field for each member with the raw key (between its quotes,
-// ASCII without escapes: any other key makes the read punt) and r at the
-// value (after whitespace). field must read the value.
-func (r *reader) object(depth int, field func(key []byte, r *reader) verdict) verdict {
+// An object is read with open, then key, the value and next for each
+// member:
+//
+//	more, v := r.open(depth)
+//	for more && v == valid {
+//		key, plain, v = r.key(); ...read the value...; more, v = r.next()
+//	}
+
+// open reads the '{' at r.i of an object depth deep; more is false when
+// the object is empty.
+func (r *reader) open(depth int) (more bool, v verdict) {
 	if depth > maxDepth {
-		return punt
+		return false, punt
 	}
 	r.i++
 	r.space()
 	if r.i < len(r.b) && r.b[r.i] == '}' {
 		r.i++
-		return valid
+		return false, valid
 	}
-	for {
-		r.space()
-		if r.i == len(r.b) || r.b[r.i] != '"' {
-			return invalid
-		}
-		start := r.i
-		esc, high, ok := r.str()
-		if !ok {
-			return invalid
-		}
-		key := r.b[start+1 : r.i-1]
-		r.space()
-		if r.i == len(r.b) || r.b[r.i] != ':' {
-			return invalid
-		}
-		r.i++
-		r.space()
-		if esc || high {
-			// The key may still name a field (encoding/json unescapes it
-			// and folds Unicode case): punt unless the value is invalid.
-			if v := r.skip(depth); v != valid {
-				return v
-			}
-			return punt
-		}
-		if r.i == len(r.b) {
-			return invalid
-		}
-		if v := field(key, r); v != valid {
-			return v
-		}
-		r.space()
-		if r.i == len(r.b) {
-			return invalid
-		}
+	return true, valid
+}
+
+// key reads a member's key and ':', and leaves r at the value. plain
+// reports that the raw key returned (between its quotes) is ASCII without
+// escapes: a caller that matches keys must punt on any other key, which
+// may still name a field (encoding/json unescapes it and folds Unicode
+// case), calling odd.
+func (r *reader) key() (key []byte, plain bool, v verdict) {
+	r.space()
+	if r.i == len(r.b) || r.b[r.i] != '"' {
+		return nil, false, invalid
+	}
+	start := r.i
+	esc, high, ok := r.str()
+	if !ok {
+		return nil, false, invalid
+	}
+	key = r.b[start+1 : r.i-1]
+	r.space()
+	if r.i == len(r.b) || r.b[r.i] != ':' {
+		return nil, false, invalid
+	}
+	r.i++
+	r.space()
+	if r.i == len(r.b) {
+		return nil, false, invalid
+	}
+	return key, !esc && !high, valid
+}
+
+// odd reads the value of a member whose key is not plain, and punts
+// unless the value is invalid.
+func (r *reader) odd(depth int) verdict {
+	if v := r.skip(depth); v != valid {
+		return v
+	}
+	return punt
+}
+
+// next reads what follows a member's value; more is false after the
+// closing '}'.
+func (r *reader) next() (more bool, v verdict) {
+	r.space()
+	if r.i < len(r.b) {
 		switch r.b[r.i] {
 		case ',':
 			r.i++
+			return true, valid
 		case '}':
 			r.i++
-			return valid
-		default:
-			return invalid
+			return false, valid
 		}
 	}
+	return false, invalid
 }
 
-// keyIs reports whether key names the field name as encoding/json matches
-// them: exactly, or in another ASCII case (key and name being ASCII).
-func keyIs(key []byte, name string) bool {
-	if len(key) != len(name) {
-		return false
-	}
-	for i := range len(key) {
-		c := key[i]
+// fold returns key in lower case, using buf if it must change it. A
+// plain key matches a field as encoding/json matches them (exactly, or in
+// another ASCII case) when fold(key) is the field's name (in lower case,
+// and shorter than buf).
+func fold(key []byte, buf *[32]byte) []byte {
+	for i, c := range key {
 		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != name[i] {
-			return false
+			if len(key) > len(buf) {
+				return key // too long to name a field
+			}
+			k := buf[:len(key)]
+			copy(k, key)
+			for j := i; j < len(k); j++ {
+				if c := k[j]; 'A' <= c && c <= 'Z' {
+					k[j] = c + 'a' - 'A'
+				}
+			}
+			return k
 		}
 	}
-	return true
+	return key
 }
 
 // usageObject reads the object at r.i into u as encoding/json decodes an
 // object into a usageJSON: into the values u already has.
 func (r *reader) usageObject(depth int, u *usageJSON) verdict {
-	return r.object(depth+1, func(key []byte, r *reader) verdict {
-		c := u.field(key)
-		start := r.i
-		if v := r.skip(depth + 1); v != valid {
-			return v
+	more, v := r.open(depth + 1)
+	for more && v == valid {
+		key, plain, kv := r.key()
+		if v = kv; v != valid {
+			break
 		}
-		if c != nil {
+		if !plain {
+			v = r.odd(depth + 1)
+			break
+		}
+		start := r.i
+		if v = r.skip(depth + 1); v != valid {
+			break
+		}
+		if c := u.field(key); c != nil {
 			if n, ok := parseCount(r.b[start:r.i]); ok {
 				c.n, c.ok = n, true
 			}
 		}
-		return valid
-	})
+		more, v = r.next()
+	}
+	return v
 }
 
 // field is the count key names, or nil.
 func (u *usageJSON) field(key []byte) *count {
-	if len(key) < len("input_tokens") {
-		return nil
-	}
-	switch {
-	case keyIs(key, "prompt_tokens"):
+	var buf [32]byte
+	switch string(fold(key, &buf)) {
+	case "prompt_tokens":
 		return &u.PromptTokens
-	case keyIs(key, "completion_tokens"):
+	case "completion_tokens":
 		return &u.CompletionTokens
-	case keyIs(key, "total_tokens"):
+	case "total_tokens":
 		return &u.TotalTokens
-	case keyIs(key, "input_tokens"):
+	case "input_tokens":
 		return &u.InputTokens
-	case keyIs(key, "output_tokens"):
+	case "output_tokens":
 		return &u.OutputTokens
-	case keyIs(key, "cache_creation_input_tokens"):
+	case "cache_creation_input_tokens":
 		return &u.CacheCreation
-	case keyIs(key, "cache_read_input_tokens"):
+	case "cache_read_input_tokens":
 		return &u.CacheRead
 	}
 	return nil
@@ -399,15 +435,29 @@ func decodeEvent(data []byte, ev *eventDoc) verdict {
 		// Not an object: nothing to use, whether valid or not.
 		return invalid
 	}
-	v := r.object(1, func(key []byte, r *reader) verdict {
-		switch {
-		case keyIs(key, "message"):
-			return r.body(&ev.message)
-		case keyIs(key, "response"):
-			return r.body(&ev.response)
+	more, v := r.open(1)
+	for more && v == valid {
+		key, plain, kv := r.key()
+		if v = kv; v != valid {
+			break
 		}
-		return r.bodyField(key, 1, &ev.top)
-	})
+		if !plain {
+			v = r.odd(1)
+			break
+		}
+		var buf [32]byte
+		switch k := fold(key, &buf); string(k) {
+		case "message":
+			v = r.body(&ev.message)
+		case "response":
+			v = r.body(&ev.response)
+		default:
+			v = r.bodyField(k, 1, &ev.top)
+		}
+		if v == valid {
+			more, v = r.next()
+		}
+	}
 	if v == valid && !r.end() {
 		v = invalid
 	}
@@ -428,7 +478,20 @@ func (r *reader) body(b *bodyDoc) verdict {
 		if !b.present {
 			*b = bodyDoc{present: true}
 		}
-		return r.object(2, func(key []byte, r *reader) verdict { return r.bodyField(key, 2, b) })
+		more, v := r.open(2)
+		for more && v == valid {
+			key, plain, kv := r.key()
+			if v = kv; v == valid {
+				if !plain {
+					return r.odd(2)
+				}
+				var buf [32]byte
+				if v = r.bodyField(fold(key, &buf), 2, b); v == valid {
+					more, v = r.next()
+				}
+			}
+		}
+		return v
 	}
 	if !b.present {
 		*b = bodyDoc{present: true}
@@ -436,12 +499,12 @@ func (r *reader) body(b *bodyDoc) verdict {
 	return r.skip(1)
 }
 
-// bodyField reads the value of member key of an object depth deep into b,
-// for its "model" and "usage".
+// bodyField reads the value of member key (folded) of an object depth
+// deep into b, for its "model" and "usage".
 func (r *reader) bodyField(key []byte, depth int, b *bodyDoc) verdict {
 	start := r.i
-	switch {
-	case keyIs(key, "model"):
+	switch string(key) {
+	case "model":
 		if v := r.skip(depth); v != valid {
 			return v
 		}
@@ -449,7 +512,7 @@ func (r *reader) bodyField(key []byte, depth int, b *bodyDoc) verdict {
 			b.model = r.b[start:r.i]
 		}
 		return valid
-	case keyIs(key, "usage"):
+	case "usage":
 		switch r.b[r.i] {
 		case 'n':
 			if r.lit("null") != valid {
