@@ -45,7 +45,26 @@ const (
 )
 
 // structural marks the bytes that open or close strings, objects and arrays.
-var structural = [256]bool{'"': true, '{': true, '}': true, '[': true, ']': true}
+var structural = [256]uint8{'"': 1, '{': 1, '}': 1, '[': 1, ']': 1}
+
+// nextStructural returns the index of the first structural byte of p, or
+// len(p). It looks at eight bytes a step.
+func nextStructural(p []byte) int {
+	i := 0
+	for ; i+8 <= len(p); i += 8 {
+		b := p[i : i+8 : i+8]
+		if structural[b[0]]|structural[b[1]]|structural[b[2]]|structural[b[3]]|
+			structural[b[4]]|structural[b[5]]|structural[b[6]]|structural[b[7]] != 0 {
+			break
+		}
+	}
+	for ; i < len(p); i++ {
+		if structural[p[i]] != 0 {
+			return i
+		}
+	}
+	return len(p)
+}
 
 // endsScalar marks the bytes that end a number, true, false or null.
 var endsScalar = [256]bool{' ': true, '\t': true, '\n': true, '\r': true, ',': true, '}': true, ']': true, '"': true, '{': true, '[': true, ':': true}
@@ -78,9 +97,7 @@ func (m *Meter) writeJSON(p []byte) {
 		}
 		if s.depth >= 2 {
 			// Inside a nested value: only quotes and brackets matter.
-			for i < len(p) && !structural[p[i]] {
-				i++
-			}
+			i += nextStructural(p[i:])
 			if i == len(p) {
 				break
 			}
