@@ -34,13 +34,37 @@ type reader struct {
 	i int
 }
 
-// plainStr marks the bytes that may stand for themselves inside a string.
-var plainStr = func() (t [256]bool) {
-	for c := 0x20; c < 0x100; c++ {
-		t[c] = c != '"' && c != '\\'
+// strStop marks the bytes that may not stand for themselves inside a
+// string: '"', '\\' and control characters.
+var strStop = func() (t [256]uint8) {
+	for c := range 0x20 {
+		t[c] = 1
 	}
+	t['"'], t['\\'] = 1, 1
 	return t
 }()
+
+// plainRun returns the length of the run of bytes at the start of b that
+// stand for themselves in a string, and all of them ORed. It looks at
+// eight bytes a step.
+func plainRun(b []byte) (n int, all byte) {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		w := b[i : i+8 : i+8]
+		if strStop[w[0]]|strStop[w[1]]|strStop[w[2]]|strStop[w[3]]|
+			strStop[w[4]]|strStop[w[5]]|strStop[w[6]]|strStop[w[7]] != 0 {
+			break
+		}
+		all |= w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]
+	}
+	for ; i < len(b); i++ {
+		if strStop[b[i]] != 0 {
+			break
+		}
+		all |= b[i]
+	}
+	return i, all
+}
 
 func (r *reader) space() {
 	for r.i < len(r.b) {
@@ -63,11 +87,8 @@ func (r *reader) end() bool {
 func (r *reader) str() (esc, high, ok bool) {
 	b, i := r.b, r.i+1
 	for {
-		var all byte
-		for i < len(b) && plainStr[b[i]] {
-			all |= b[i]
-			i++
-		}
+		n, all := plainRun(b[i:])
+		i += n
 		high = high || all >= utf8.RuneSelf
 		if i == len(b) {
 			return false, false, false
@@ -296,27 +317,73 @@ func (r *reader) next() (more bool, v verdict) {
 	return false, invalid
 }
 
-// fold returns key in lower case, using buf if it must change it. A
-// plain key matches a field as encoding/json matches them (exactly, or in
-// another ASCII case) when fold(key) is the field's name (in lower case,
-// and shorter than buf).
-func fold(key []byte, buf *[32]byte) []byte {
+// name is a key the reader looks for.
+type name uint8
+
+const (
+	nOther name = iota
+	nModel
+	nUsage
+	nMessage
+	nResponse
+	nPromptTokens
+	nCompletionTokens
+	nTotalTokens
+	nInputTokens
+	nOutputTokens
+	nCacheCreation
+	nCacheRead
+)
+
+// nameOf says which name a plain key is, matching as encoding/json
+// matches struct fields: exactly, else in any ASCII case (the names being
+// lower-case ASCII).
+func nameOf(key []byte) name {
+	n := exactName(key)
+	if n != nOther || len(key) < len("model") || len(key) > len("cache_creation_input_tokens") {
+		return n
+	}
+	var buf [32]byte
+	k, upper := buf[:len(key)], false
 	for i, c := range key {
 		if 'A' <= c && c <= 'Z' {
-			if len(key) > len(buf) {
-				return key // too long to name a field
-			}
-			k := buf[:len(key)]
-			copy(k, key)
-			for j := i; j < len(k); j++ {
-				if c := k[j]; 'A' <= c && c <= 'Z' {
-					k[j] = c + 'a' - 'A'
-				}
-			}
-			return k
+			c += 'a' - 'A'
+			upper = true
 		}
+		k[i] = c
 	}
-	return key
+	if !upper {
+		return nOther
+	}
+	return exactName(k)
+}
+
+func exactName(k []byte) name {
+	switch string(k) {
+	case "model":
+		return nModel
+	case "usage":
+		return nUsage
+	case "message":
+		return nMessage
+	case "response":
+		return nResponse
+	case "prompt_tokens":
+		return nPromptTokens
+	case "completion_tokens":
+		return nCompletionTokens
+	case "total_tokens":
+		return nTotalTokens
+	case "input_tokens":
+		return nInputTokens
+	case "output_tokens":
+		return nOutputTokens
+	case "cache_creation_input_tokens":
+		return nCacheCreation
+	case "cache_read_input_tokens":
+		return nCacheRead
+	}
+	return nOther
 }
 
 // usageObject reads the object at r.i into u as encoding/json decodes an
@@ -348,21 +415,20 @@ func (r *reader) usageObject(depth int, u *usageJSON) verdict {
 
 // field is the count key names, or nil.
 func (u *usageJSON) field(key []byte) *count {
-	var buf [32]byte
-	switch string(fold(key, &buf)) {
-	case "prompt_tokens":
+	switch nameOf(key) {
+	case nPromptTokens:
 		return &u.PromptTokens
-	case "completion_tokens":
+	case nCompletionTokens:
 		return &u.CompletionTokens
-	case "total_tokens":
+	case nTotalTokens:
 		return &u.TotalTokens
-	case "input_tokens":
+	case nInputTokens:
 		return &u.InputTokens
-	case "output_tokens":
+	case nOutputTokens:
 		return &u.OutputTokens
-	case "cache_creation_input_tokens":
+	case nCacheCreation:
 		return &u.CacheCreation
-	case "cache_read_input_tokens":
+	case nCacheRead:
 		return &u.CacheRead
 	}
 	return nil
@@ -445,14 +511,13 @@ func decodeEvent(data []byte, ev *eventDoc) verdict {
 			v = r.odd(1)
 			break
 		}
-		var buf [32]byte
-		switch k := fold(key, &buf); string(k) {
-		case "message":
+		switch n := nameOf(key); n {
+		case nMessage:
 			v = r.body(&ev.message)
-		case "response":
+		case nResponse:
 			v = r.body(&ev.response)
 		default:
-			v = r.bodyField(k, 1, &ev.top)
+			v = r.bodyField(n, 1, &ev.top)
 		}
 		if v == valid {
 			more, v = r.next()
@@ -485,8 +550,7 @@ func (r *reader) body(b *bodyDoc) verdict {
 				if !plain {
 					return r.odd(2)
 				}
-				var buf [32]byte
-				if v = r.bodyField(fold(key, &buf), 2, b); v == valid {
+				if v = r.bodyField(nameOf(key), 2, b); v == valid {
 					more, v = r.next()
 				}
 			}
@@ -499,12 +563,12 @@ func (r *reader) body(b *bodyDoc) verdict {
 	return r.skip(1)
 }
 
-// bodyField reads the value of member key (folded) of an object depth
-// deep into b, for its "model" and "usage".
-func (r *reader) bodyField(key []byte, depth int, b *bodyDoc) verdict {
+// bodyField reads the value of a member named n of an object depth deep
+// into b, for its "model" and "usage".
+func (r *reader) bodyField(n name, depth int, b *bodyDoc) verdict {
 	start := r.i
-	switch string(key) {
-	case "model":
+	switch n {
+	case nModel:
 		if v := r.skip(depth); v != valid {
 			return v
 		}
@@ -512,7 +576,7 @@ func (r *reader) bodyField(key []byte, depth int, b *bodyDoc) verdict {
 			b.model = r.b[start:r.i]
 		}
 		return valid
-	case "usage":
+	case nUsage:
 		switch r.b[r.i] {
 		case 'n':
 			if r.lit("null") != valid {
