@@ -105,3 +105,33 @@ func checkDecode(t *testing.T, b []byte) {
 		}
 	}
 }
+
+// TestDecodeReadsAnswersItself: the usage objects and events of real
+// answers of both API families are read without encoding/json.
+func TestDecodeReadsAnswersItself(t *testing.T) {
+	for _, tc := range demoCases {
+		_, body := demoCall(t, tc.server(), tc.path, tc.streamBody())
+		if !tc.stream {
+			var top map[string]json.RawMessage
+			if err := json.Unmarshal(body, &top); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			r := reader{b: top["usage"]}
+			var u usageJSON
+			if v := r.usageObject(0, &u); v != valid {
+				t.Errorf("%s: the usage object %s reads as %d, want valid", tc.name, top["usage"], v)
+			}
+			continue
+		}
+		for _, line := range strings.Split(string(body), "\n") {
+			data, ok := strings.CutPrefix(line, "data: ")
+			if !ok || !strings.HasPrefix(data, "{") {
+				continue
+			}
+			var ev eventDoc
+			if v := decodeEvent([]byte(data), &ev); v != valid {
+				t.Errorf("%s: event %s reads as %d, want valid", tc.name, data, v)
+			}
+		}
+	}
+}
