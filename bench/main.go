@@ -82,13 +82,20 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (binaries, logs of every process)")
 	flag.StringVar(&o.out, "out", "", "also write the report (markdown) to this file")
 	flag.BoolVar(&o.skipStreams, "skip-streams", false, "skip the idle-stream memory test")
+	streamsOnly := flag.Bool("streams-only", false, "run only the idle-stream memory test")
 	flag.BoolVar(&o.direct, "direct", false, "also load the upstream directly (no proxy) in the non-stream runs")
 	flag.BoolVar(&o.whatIf, "whatif", true, "also measure idle-stream memory of a bare proxy with a pooled 4 KiB copy buffer")
 	flag.DurationVar(&o.quiet, "quiet-wait", 20*time.Second, "before each measured run, wait up to this long for other processes on the machine to use < 0.1 CPU")
 	flag.IntVar(&o.bodyKiB, "large-body-kib", 100, "size of the Claude-Code-like /v1/messages body, KiB")
 	flag.StringVar(&o.nginx, "nginx", "auto", "also measure nginx as a plain reverse proxy: auto (when installed), on, off")
 	flag.Parse()
+	if *streamsOnly {
+		conns, o.samples, o.skipStreams = "", 0, false
+	}
 	for c := range strings.SplitSeq(conns, ",") {
+		if c == "" && *streamsOnly {
+			break
+		}
 		n, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || n < 1 {
 			fatalf("-conns: %q is not a connection count", c)
@@ -300,9 +307,14 @@ func run(ctx context.Context, o options) error {
 	}
 
 	// 1. Streaming first byte.
-	logf("SSE first byte: %d streamed calls per target, direct / bare / llmgate in turn", o.samples)
-	waitQuiet(ctx, 0.1, o.quiet)
+	if o.samples > 0 {
+		logf("SSE first byte: %d streamed calls per target, direct / bare / llmgate in turn", o.samples)
+		waitQuiet(ctx, 0.1, o.quiet)
+	}
 	for _, sb := range streamBodies {
+		if o.samples == 0 {
+			break
+		}
 		fb, err := firstByte(ctx, withNginx([]target{direct, bareT, gateT}), sb.path, sb.body, token, o.samples)
 		if err != nil {
 			return fmt.Errorf("first byte: %w", err)

@@ -334,9 +334,11 @@ func (r *report) markdown() string {
 	if len(r.streams) > 0 {
 		p("| ≤ 40 KiB RSS per idle stream at %d streams | llmgate %.1f KiB (bare %.1f KiB) | %s |\n", r.opts.streams, gateKiB, bareKiB, mark(gateKiB <= 40))
 	}
-	perRequest := topN*2 >= r.redisRequests && r.redisRequests > 0
-	p("| 0 Redis commands per request (seen token) | no command runs per request (most frequent: %.4f per request); %.4f per request in all, from batched usage writes | %s |\n",
-		perReq(topN), perReq(r.redisCmds.total()), mark(!perRequest && r.redisRequests > 0))
+	if r.redisRequests > 0 {
+		perRequest := topN*2 >= r.redisRequests
+		p("| 0 Redis commands per request (seen token) | no command runs per request (most frequent: %.4f per request); %.4f per request in all, from batched usage writes | %s |\n",
+			perReq(topN), perReq(r.redisCmds.total()), mark(!perRequest))
+	}
 	if len(r.problems) > 0 {
 		p("\n**Problems during the run** (results of these runs are not trustworthy):\n\n")
 		for _, s := range r.problems {

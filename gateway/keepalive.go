@@ -11,15 +11,17 @@ import (
 // connection while the model thinks.
 var keepaliveComment = []byte(": keepalive\n\n")
 
-// keepaliveWriter is the ResponseWriter of a proxied call when
-// LLMGATE_SSE_KEEPALIVE is on. Once armed (the answer is an event stream)
-// and its headers are out, it writes a keep-alive comment whenever nothing
-// was written for every — only between events, never inside one. It
-// serializes its own writes with the reverse proxy's, and stops for good
-// when the handler returns. An idle stream costs a timer, no goroutine.
+// keepaliveWriter is the ResponseWriter of a proxied call. When the
+// answer is an event stream (stream) it sends the headers as soon as they
+// are set, and, with LLMGATE_SSE_KEEPALIVE on, once they are out writes a
+// keep-alive comment whenever nothing was written for every — only
+// between events, never inside one. It serializes its own writes with the
+// reverse proxy's, and stops for good when the handler returns. An idle
+// stream costs a timer, no goroutine.
 type keepaliveWriter struct {
 	http.ResponseWriter
 	every time.Duration
+	sse   bool
 
 	mu          sync.Mutex
 	timer       *time.Timer
@@ -32,10 +34,17 @@ type keepaliveWriter struct {
 func (k *keepaliveWriter) WriteHeader(code int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.ResponseWriter.WriteHeader(code)
 	if code >= 200 {
 		k.wroteHeader = true
+		if k.sse {
+			// Out now, while the goroutine's stack is shallow: writing the
+			// headers is the deepest call of a stream, and it would
+			// otherwise happen under the first event's copy, doubling the
+			// stack every open stream keeps.
+			flush(k.ResponseWriter)
+		}
 	}
-	k.ResponseWriter.WriteHeader(code)
 }
 
 func (k *keepaliveWriter) Write(p []byte) (int, error) {
@@ -54,20 +63,40 @@ func (k *keepaliveWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (k *keepaliveWriter) Flush() {
+func (k *keepaliveWriter) Flush() { k.FlushError() }
+
+// FlushError is what http.ResponseController (the reverse proxy's flush
+// after every event) looks for first.
+func (k *keepaliveWriter) FlushError() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	http.NewResponseController(k.ResponseWriter).Flush()
+	return flush(k.ResponseWriter)
+}
+
+// flush flushes w without http.ResponseController's layers: a stream's
+// first flush writes its headers, the deepest point of the goroutine's
+// stack before the stream idles.
+func flush(w http.ResponseWriter) error {
+	switch f := w.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+		return nil
+	}
+	return http.NewResponseController(w).Flush()
 }
 
 // Unwrap lets http.ResponseController reach the connection (deadlines).
 func (k *keepaliveWriter) Unwrap() http.ResponseWriter { return k.ResponseWriter }
 
-// arm starts the keep-alives: the answer is an event stream.
-func (k *keepaliveWriter) arm() {
+// stream marks the answer as an event stream and starts the keep-alives
+// when they are on.
+func (k *keepaliveWriter) stream() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.done || k.timer != nil {
+	k.sse = true
+	if k.every <= 0 || k.done || k.timer != nil {
 		return
 	}
 	k.timer = time.AfterFunc(k.every, k.fire)
@@ -85,7 +114,7 @@ func (k *keepaliveWriter) fire() {
 		if _, err := k.ResponseWriter.Write(keepaliveComment); err != nil {
 			return // the client is gone: the proxy will notice
 		}
-		http.NewResponseController(k.ResponseWriter).Flush()
+		flush(k.ResponseWriter)
 	}
 	k.timer.Reset(k.every)
 }

@@ -51,7 +51,7 @@ func (s *Server) logRequests() gin.HandlerFunc {
 			"route", route,
 			"path", c.Request.URL.Path,
 			"status", c.Writer.Status(),
-			"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+			"duration_us", time.Since(start).Microseconds(),
 			"client_ip", c.ClientIP(),
 		}
 		if p, ok := c.Get(principalKey); ok {

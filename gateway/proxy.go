@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/duration"
+	"github.com/llmgate/llmgate/internal/h1transport"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/tokens"
 )
@@ -114,19 +115,21 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 	}
 	s.proxyCfg = cfg
 	s.strip = append(append([]string{}, identityHeaders...), cfg.IdentityHeaders...)
+	for i, h := range s.strip {
+		s.strip[i] = http.CanonicalHeaderKey(h) // rewrite deletes them by exact key
+	}
 
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.MaxIdleConns = 2048
-	transport.MaxIdleConnsPerHost = 512
-	transport.IdleConnTimeout = cfg.IdleConnTimeout
-	transport.ResponseHeaderTimeout = cfg.HeaderTimeout
-	transport.ForceAttemptHTTP2 = true
-	transport.DisableCompression = true // pass the client's Accept-Encoding through untouched
-	transport.Proxy = nil               // the upstream is reached directly, never through HTTP_PROXY
-	// Every upstream connection keeps its write buffer for life, so an open
-	// stream holds one. It only ever holds request headers (bodies larger
-	// than it are written straight through): 2 KiB instead of 4.
-	transport.WriteBufferSize = 2 << 10
+	// Plain-HTTP upstreams (LiteLLM beside the gateway) get a transport
+	// that holds no goroutine per connection: an open stream then costs
+	// its connection and buffers only, and a call no hand-offs between
+	// goroutines.
+	s.upstreamTransport = h1transport.New(h1transport.Config{
+		MaxIdlePerHost:        512,
+		IdleTimeout:           cfg.IdleConnTimeout,
+		ResponseHeaderTimeout: cfg.HeaderTimeout,
+		Fallback:              netHTTPTransport(cfg), // TLS upstreams (HTTP/2 when offered) and upgrades
+	})
+	transport := s.upstreamTransport
 
 	for _, u := range cfg.Upstreams {
 		if u.URL == nil {
@@ -146,6 +149,19 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 	}
 	slices.SortStableFunc(s.proxyRoutes, func(a, b route) int { return len(b.prefix) - len(a.prefix) })
 	return nil
+}
+
+// netHTTPTransport is net/http's Transport tuned for upstreams.
+func netHTTPTransport(cfg ProxyConfig) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 2048
+	t.MaxIdleConnsPerHost = 512
+	t.IdleConnTimeout = cfg.IdleConnTimeout
+	t.ResponseHeaderTimeout = cfg.HeaderTimeout
+	t.ForceAttemptHTTP2 = true
+	t.DisableCompression = true // pass the client's Accept-Encoding through untouched
+	t.Proxy = nil               // the upstream is reached directly, never through HTTP_PROXY
+	return t
 }
 
 // match returns the upstream for path, or nil.
@@ -179,9 +195,10 @@ type call struct {
 	viaAPIKey bool             // the caller sent x-api-key rather than Authorization
 	model     string           // the requested model, when read
 	policy    *policy          // the person's Claude Code policy, or nil
-	keepalive *keepaliveWriter // with LLMGATE_SSE_KEEPALIVE on
+	keepalive *keepaliveWriter // the answer's writer: SSE headers at once, keep-alives
 	clientIP  string
 	status    int
+	body      *meteredBody // the answer's body, once headers arrived
 	// budget is the spend cap that binds the caller, nil without one.
 	budget     *budget
 	spendGroup string // the llmgate_spend_usd_total label
@@ -196,7 +213,28 @@ func anthropicPath(path string) bool {
 }
 
 // proxy verifies and forwards one API call (SPEC §4).
+//
+// It stays small: its frame sits under every open stream for the stream's
+// whole life, so the checks live in admit.
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
+	c, r := s.admit(w, r, up)
+	if c == nil {
+		return
+	}
+	defer c.keepalive.stop()
+	w = c.keepalive
+	// The call is recorded and logged here, once the answer is out, rather
+	// than where its body ends deep inside the reverse proxy: that keeps
+	// the connection's goroutine stack small for every later stream it
+	// carries. A deferred call also runs when the proxy aborts the
+	// handler (the client went away mid-answer).
+	defer c.report()
+	up.rp.ServeHTTP(w, r)
+}
+
+// admit runs every check of a proxied call and prepares its request; a
+// nil call means it was refused (the answer is written).
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*call, *http.Request) {
 	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path), clientIP: s.clientIP(r)}
 	s.securityHeadersAPI(w)
 
@@ -204,7 +242,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		w.Header().Set("Retry-After", "5")
 		s.refuse(w, r, c, http.StatusServiceUnavailable, "overloaded_error", "store_unavailable",
 			"the gateway cannot reach its store; try again shortly", "store unavailable")
-		return
+		return nil, r
 	}
 	raw := r.Header.Get("Authorization")
 	if len(raw) > 7 && strings.EqualFold(raw[:7], "bearer ") {
@@ -217,20 +255,20 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 	if raw == "" {
 		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "missing_token",
 			fmt.Sprintf("no API token: send it as Authorization: Bearer or x-api-key; create one at %s", s.cfg.PublicURL), "missing token")
-		return
+		return nil, r
 	}
 	id, err := s.identify(r.Context(), raw, false)
 	if err != nil {
 		e := s.identifyError(err)
 		s.refuse(w, r, c, e.Status, errorType(e.Status), e.Code, e.Message, err.Error())
-		return
+		return nil, r
 	}
 	cl := id.claims
 	c.claims = cl
 	if cl.ClientID != ClientIDP && !s.recentLogin(cl) {
 		s.refuse(w, r, c, http.StatusUnauthorized, "authentication_error", "login_required",
 			fmt.Sprintf("API tokens need a sign-in within %s: sign in again at %s, then retry", duration.Format(s.cfg.RequireLoginWithin), s.cfg.PublicURL), "no recent sign-in")
-		return
+		return nil, r
 	}
 	c.policy = s.personPolicy(r.Context(), cl.Email, id.groups, id.haveGroups)
 	if len(cl.CIDRs) > 0 {
@@ -238,13 +276,13 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		if err != nil || !cl.AllowsAddr(addr.Unmap()) {
 			s.refuse(w, r, c, http.StatusForbidden, "permission_error", "address_not_allowed",
 				fmt.Sprintf("this token may only be used from %s; this request came from %s", strings.Join(cl.CIDRs, ", "), c.clientIP), "cidr")
-			return
+			return nil, r
 		}
 	}
 
 	body, ok := s.readBody(w, r, c)
 	if !ok {
-		return
+		return nil, r
 	}
 	policyModels := c.policy != nil && len(c.policy.Models) > 0
 	if len(cl.Models) > 0 || policyModels || s.proxyCfg.InjectUser || s.proxyCfg.Spend.Prices != nil {
@@ -261,10 +299,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 			msg = fmt.Sprintf("model %q is not allowed for %s by the gateway's policy; choose one of: %s", c.model, cl.Email, strings.Join(c.policy.Models, ", "))
 		}
 		s.refuse(w, r, c, status, typ, "model_not_allowed", msg, "model not allowed")
-		return
+		return nil, r
 	}
 	if !s.checkLimits(w, r, c) {
-		return
+		return nil, r
 	}
 	if s.proxyCfg.InjectUser && len(body) > 0 {
 		body = injectUser(body, cl.Email, c.anthropic)
@@ -275,12 +313,8 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		r.ContentLength = int64(len(body))
 	}
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
-	if s.proxyCfg.SSEKeepalive > 0 {
-		c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
-		defer c.keepalive.stop()
-		w = c.keepalive
-	}
-	up.rp.ServeHTTP(w, r)
+	c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+	return c, r
 }
 
 // readBody reads the request body once, within MaxBody, so that it can be
@@ -338,13 +372,15 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	pr.SetURL(up.URL)
 	out.Host = up.URL.Host
 
+	// Header names arrive canonical (the server parsed them), and every
+	// name here is canonical: delete needs no canonicalizing Del.
 	h := out.Header
-	h.Del("Authorization")
-	h.Del("X-Api-Key")
-	h.Del("Proxy-Authorization")
-	h.Del("Cookie")
+	delete(h, "Authorization")
+	delete(h, "X-Api-Key")
+	delete(h, "Proxy-Authorization")
+	delete(h, "Cookie")
 	for _, name := range s.strip {
-		h.Del(name)
+		delete(h, name)
 	}
 	for name := range h {
 		for _, p := range identityPrefixes {
@@ -428,10 +464,10 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
 	resp.Body = mb
 	if sse && c.keepalive != nil {
-		c.keepalive.arm()
+		c.keepalive.stream()
 	}
+	c.body = mb
 	mb.done = func(streamErr error) {
-		mb.timer.Stop()
 		u := meter.Usage()
 		model := u.Model
 		if model == "" {
@@ -451,21 +487,32 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		s.log.Info("api call", "method", resp.Request.Method, "path", resp.Request.URL.Path, "status", c.status,
 			"upstream", c.up.Name, "model", model, "user", c.claims.Email, "token_id", c.claims.ID,
 			"input_tokens", u.InputTokens, "output_tokens", u.OutputTokens,
-			"duration_ms", float64(time.Since(c.start).Microseconds())/1000, "client_ip", c.clientIP)
+			"duration_us", time.Since(c.start).Microseconds(), "client_ip", c.clientIP)
 	}
 	return nil
 }
 
+// report records and logs the call once its answer has ended.
+func (c *call) report() {
+	if b := c.body; b != nil && b.done != nil {
+		b.timer.Stop()
+		b.done(b.err)
+		b.done = nil
+	}
+}
+
 // meteredBody feeds the meter as the client reads, and ends an SSE stream
 // whose upstream failed with an error event of the API family instead of
-// a cut connection.
+// a cut connection. The handler reports the call (done) after the body
+// has ended.
 type meteredBody struct {
 	io.ReadCloser
 	meter     *usage.Meter
 	sse       bool
 	anthropic bool
 	done      func(streamErr error)
-	once      sync.Once
+	ended     bool
+	err       error // why the upstream's body ended early, if it did
 	tail      *bytes.Reader
 	idle      time.Duration
 	timer     *time.Timer
@@ -502,7 +549,15 @@ func (b *meteredBody) Close() error {
 	return b.ReadCloser.Close()
 }
 
-func (b *meteredBody) finish(err error) { b.once.Do(func() { b.done(err) }) }
+// finish notes how the body ended (first call wins) and stops the idle
+// timer.
+func (b *meteredBody) finish(err error) {
+	if b.ended {
+		return
+	}
+	b.ended, b.err = true, err
+	b.timer.Stop()
+}
 
 // streamErrorEvent is the last event of a stream whose upstream failed.
 func streamErrorEvent(anthropic bool) []byte {

@@ -96,8 +96,9 @@ func newBenchGatewayWith(b *testing.B, upOpts demoupstream.Options, spend SpendC
 	if err != nil {
 		b.Fatalf("issue token: %v", err)
 	}
-	// The bare proxy gets a clone of the gateway's tuned Transport.
-	tr := gw.proxyRoutes[0].up.rp.Transport.(*http.Transport).Clone()
+	// The bare proxy gets net/http's Transport tuned as the gateway tunes
+	// its fallback for TLS upstreams.
+	tr := netHTTPTransport(gw.proxyCfg)
 	bare := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)

@@ -55,7 +55,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, c *call, status 
 // through (refused, failed or abandoned).
 func (s *Server) logCall(r *http.Request, c *call, reason string) {
 	attrs := []any{"method", r.Method, "path", r.URL.Path, "status", c.status, "upstream", c.upName(),
-		"duration_ms", float64(time.Since(c.start).Microseconds()) / 1000, "client_ip", c.clientIP, "reason", reason}
+		"duration_us", time.Since(c.start).Microseconds(), "client_ip", c.clientIP, "reason", reason}
 	if c.claims != nil {
 		attrs = append(attrs, "user", c.claims.Email, "token_id", c.claims.ID)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -462,6 +463,63 @@ func TestProxySSEStreams(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the upstream request was not cancelled within 5 s of the client leaving")
+	}
+}
+
+// TestProxySSEHeadersFirst: a stream's status and headers reach the
+// client as soon as the upstream sends them, before its first event (a
+// model that thinks for a minute must not look like a hung gateway).
+func TestProxySSEHeadersFirst(t *testing.T) {
+	for _, keepalive := range []time.Duration{0, time.Minute} {
+		t.Run(fmt.Sprintf("keepalive=%s", keepalive), func(t *testing.T) {
+			release := make(chan struct{})
+			up := newRawUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				w.WriteHeader(http.StatusOK)
+				w.(http.Flusher).Flush()
+				select {
+				case <-release:
+				case <-r.Context().Done():
+					return
+				}
+				io.WriteString(w, "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+			})
+			h := newHarness(t, redistest.Mini(t), func(s *setup) {
+				s.proxy.Upstreams = []Upstream{{Name: "raw", URL: up, Paths: []string{"/v1/"}}}
+				s.proxy.SSEKeepalive = keepalive
+			})
+			tok := h.mint(t, tokens.IssueRequest{})
+			req, _ := http.NewRequest("POST", h.url+"/v1/messages", strings.NewReader(`{"model":"m","stream":true}`))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			type answer struct {
+				resp *http.Response
+				err  error
+			}
+			got := make(chan answer, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				got <- answer{resp, err}
+			}()
+			var a answer
+			select {
+			case a = <-got:
+			case <-time.After(5 * time.Second):
+				close(release)
+				t.Fatal("no response headers while the upstream held its first event")
+			}
+			close(release)
+			if a.err != nil {
+				t.Fatal(a.err)
+			}
+			defer a.resp.Body.Close()
+			if a.resp.StatusCode != http.StatusOK || a.resp.Header.Get("Content-Type") != "text/event-stream" {
+				t.Fatalf("status %d, Content-Type %q", a.resp.StatusCode, a.resp.Header.Get("Content-Type"))
+			}
+			body, _ := io.ReadAll(a.resp.Body)
+			if !strings.Contains(string(body), "message_stop") {
+				t.Errorf("stream %q, want the event sent after the headers", body)
+			}
+		})
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/llmgate/llmgate/internal/audit"
 	"github.com/llmgate/llmgate/internal/grants"
+	"github.com/llmgate/llmgate/internal/h1transport"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/internal/users"
 	"github.com/llmgate/llmgate/oidc"
@@ -127,15 +128,17 @@ type Server struct {
 	draining atomic.Bool
 
 	// The proxied API.
-	proxyCfg      ProxyConfig
-	proxyRoutes   []route
-	strip         []string // identity headers removed from every proxied request
-	usage         *usage.Recorder
-	audit         *audit.Log
-	users         *users.Store
-	limiter       *redis_rate.Limiter
-	rateKeyPrefix string
-	spend         spendState
+	proxyCfg    ProxyConfig
+	proxyRoutes []route
+	// upstreamTransport carries every proxied call (TLS ones through its fallback).
+	upstreamTransport *h1transport.Transport
+	strip             []string // identity headers removed from every proxied request
+	usage             *usage.Recorder
+	audit             *audit.Log
+	users             *users.Store
+	limiter           *redis_rate.Limiter
+	rateKeyPrefix     string
+	spend             spendState
 
 	// Claude Code and Claude Desktop (SPEC §8).
 	policies []*policy
@@ -274,6 +277,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		s.log.Warn("grace period over; closing remaining connections", "err", err)
 		srv.Close()
+	}
+	if s.upstreamTransport != nil {
+		s.upstreamTransport.CloseIdleConnections()
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
