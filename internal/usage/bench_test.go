@@ -75,6 +75,53 @@ func BenchmarkMeterJSON(b *testing.B) {
 	}
 }
 
+// BenchmarkMeterSmall meters the answers a proxy relays most: a short
+// chat answer of each API family as one JSON document written at once, and
+// as a stream of 20 content deltas written an event at a time (OpenAI with
+// stream_options.include_usage). cpu-ns/op is the CPU time per answer.
+func BenchmarkMeterSmall(b *testing.B) {
+	s := demoupstream.New(demoupstream.Options{NoRecord: true, Chunks: 20})
+	for _, bb := range []struct{ name, path, body string }{
+		{"openai-json", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}`},
+		{"anthropic-json", "/v1/messages", `{"model":"claude-sonnet-4-6","max_tokens":1024,"messages":[{"role":"user","content":"Hello"}]}`},
+		{"openai-sse", "/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hello"}]}`},
+		{"anthropic-sse", "/v1/messages", `{"model":"claude-sonnet-4-6","max_tokens":1024,"stream":true,"messages":[{"role":"user","content":"Hello"}]}`},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			ct, body := demoCall(b, s, bb.path, bb.body)
+			want := meter(b, ct, whole(body))
+			if !want.Found || want.Model == "" || want.InputTokens == 0 || want.OutputTokens == 0 {
+				b.Fatalf("the answer reports %+v, want a model and both counts: %s", want, body)
+			}
+			chunks := whole(body)
+			if modeOf(ct) == modeSSE {
+				chunks = bytes.SplitAfter(body, []byte("\n\n"))
+			}
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			cpu := cpuTime()
+			for b.Loop() {
+				m := NewMeter(ct)
+				for _, c := range chunks {
+					m.Write(c)
+				}
+				if m.Usage() != want {
+					b.Fatal("wrong usage")
+				}
+			}
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+// reportCPU reports the CPU time per op since start (GC included), which
+// other processes on a busy machine disturb less than ns/op.
+func reportCPU(b *testing.B, start time.Duration) {
+	if d := cpuTime() - start; d > 0 {
+		b.ReportMetric(float64(d.Nanoseconds())/float64(b.N), "cpu-ns/op")
+	}
+}
+
 func chunksOf(b []byte, n int) [][]byte {
 	var out [][]byte
 	for len(b) > 0 {

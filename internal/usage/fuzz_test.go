@@ -12,7 +12,8 @@ var contentTypes = []string{"text/event-stream", "application/json", "text/plain
 
 // FuzzMeter: on any body, cut any way, a Meter never panics, never blocks,
 // always accepts every byte, and reports the same usage however the body
-// is cut; in JSON mode it agrees with encoding/json on every JSON object.
+// is cut; in JSON mode it agrees with encoding/json on every JSON object,
+// and in SSE mode with a reference that reads the whole stream at once.
 //
 //	go test -run '^$' -fuzz FuzzMeter -fuzztime 1m ./internal/usage/
 func FuzzMeter(f *testing.F) {
@@ -67,12 +68,21 @@ func FuzzMeter(f *testing.F) {
 		if diff := cmp.Diff(one, random); diff != "" {
 			t.Fatalf("%s: written in random chunks (-whole +random):\n%s\nbody %q", ct, diff, body)
 		}
-		if ct != "application/json" || len(body) > maxCapture {
-			return
-		}
-		if ref, ok := referenceJSON(body); ok {
-			if diff := cmp.Diff(ref, one); diff != "" {
-				t.Fatalf("JSON object (-encoding/json +Meter):\n%s\nbody %q", diff, body)
+		switch ct {
+		case "application/json":
+			if len(body) > maxCapture {
+				return
+			}
+			if ref, ok := referenceJSON(body); ok {
+				if diff := cmp.Diff(ref, one); diff != "" {
+					t.Fatalf("JSON object (-encoding/json +Meter):\n%s\nbody %q", diff, body)
+				}
+			}
+		case "text/event-stream":
+			if ref, ok := referenceSSE(body); ok {
+				if diff := cmp.Diff(ref, one); diff != "" {
+					t.Fatalf("event stream (-reference +Meter):\n%s\nbody %q", diff, body)
+				}
 			}
 		}
 	})

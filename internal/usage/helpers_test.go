@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -145,5 +146,47 @@ func referenceJSON(body []byte) (Usage, bool) {
 			t.add(&u)
 		}
 	}
+	return t.usage(), true
+}
+
+var (
+	sseLineEnd  = regexp.MustCompile(`\r\n|\r|\n`)
+	usageObject = regexp.MustCompile(`"usage"[ \t\r\n]*:[ \t\r\n]*\{`)
+)
+
+// referenceSSE is what a Meter in SSE mode must report for body, computed
+// from the whole body at once: the lines split with a regular expression,
+// each event that carries a usage object (or a model while none is known)
+// decoded with encoding/json. False for bodies with lines or events too
+// long to be read.
+func referenceSSE(body []byte) (Usage, bool) {
+	if len(body) > maxLine {
+		return Usage{}, false
+	}
+	var t tally
+	var data []byte
+	hasData := false
+	dispatch := func() {
+		if hasData && (usageObject.Match(data) || t.model == "" && bytes.Contains(data, []byte(`"model"`))) {
+			t.takeEventJSON(data)
+		}
+		data, hasData = nil, false
+	}
+	for _, line := range sseLineEnd.Split(strings.TrimPrefix(string(body), "\xEF\xBB\xBF"), -1) {
+		if line == "" {
+			dispatch()
+			continue
+		}
+		name, value, _ := strings.Cut(line, ":")
+		if name != "data" {
+			continue
+		}
+		if hasData {
+			data = append(data, '\n')
+		}
+		data = append(data, strings.TrimPrefix(value, " ")...)
+		hasData = true
+	}
+	dispatch()
 	return t.usage(), true
 }

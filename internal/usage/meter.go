@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"strconv"
@@ -46,10 +47,12 @@ const (
 
 // Meter reads the usage of one response from its body as it is written,
 // in any chunking. Write always accepts everything and never blocks; the
-// work per chunk is a scan for line ends (SSE) or a byte loop over the
-// top level of the document (JSON); only events that can carry usage or
-// the model are decoded. A Meter is not safe for concurrent use. A nil
-// *Meter accepts writes and reports no usage.
+// work per chunk is a scan for line ends (SSE) or a scan of the document's
+// structure that passes over strings and nested values in bulk (JSON);
+// only events that can carry usage or the model, and a JSON body's
+// top-level "model" and "usage", are decoded, by a hand-written reader
+// that gives what encoding/json gives (decode.go). A Meter is not safe for
+// concurrent use. A nil *Meter accepts writes and reports no usage.
 type Meter struct {
 	mode   mode
 	done   bool
@@ -167,6 +170,20 @@ func (t *tally) add(u *usageJSON) {
 	}
 	if u.TotalTokens.ok {
 		t.total, t.hasTotal = u.TotalTokens.n, true
+	}
+}
+
+// setModel takes the model of a JSON string as written, unless the string
+// is empty or not a string.
+func (t *tally) setModel(tok []byte) {
+	if len(tok) <= 2 {
+		return
+	}
+	if len(tok) == len(t.model)+2 && string(tok[1:len(tok)-1]) == t.model && bytes.IndexByte(tok, '\\') < 0 {
+		return // the same model again (t.model is valid UTF-8, and so is tok)
+	}
+	if s, ok := decodeString(tok); ok && s != "" {
+		t.model = s
 	}
 }
 

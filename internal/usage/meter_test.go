@@ -479,3 +479,108 @@ func TestMeterCopiesLittle(t *testing.T) {
 		t.Errorf("Usage() (-want +got):\n%s", diff)
 	}
 }
+
+// checkChunkings meters body cut every way that matters to the parser's
+// fast paths (whole, byte by byte, at every split point, in random
+// chunks), and against the reference decoder of its content type.
+func checkChunkings(t *testing.T, ct string, body []byte, want Usage) {
+	t.Helper()
+	ref, ok := referenceJSON(body)
+	if modeOf(ct) == modeSSE {
+		ref, ok = referenceSSE(body)
+	}
+	if ok && ref != want {
+		t.Fatalf("test table disagrees with the reference: want %+v, reference says %+v", want, ref)
+	}
+	chunkings := map[string][][]byte{"whole": whole(body), "byte by byte": bytewise(body)}
+	for i := 1; i < len(body); i++ {
+		chunkings["split at "+strconv.Itoa(i)] = splitAt(body, i)
+	}
+	for seed := range uint64(5) {
+		chunkings["random chunks "+strconv.FormatUint(seed, 10)] = randomChunks(body, seed)
+	}
+	for how, chunks := range chunkings {
+		if got := meter(t, ct, chunks); got != want {
+			t.Errorf("%s: Usage() = %+v, want %+v", how, got, want)
+		}
+	}
+}
+
+// TestMeterJSONFastPaths covers what the bulk scanner and the hand-written
+// decoder pass over or take in place: a value wanted lying in one write or
+// split across several must give the same answer.
+func TestMeterJSONFastPaths(t *testing.T) {
+	long := strings.Repeat("k", maxKey)
+	tests := []struct {
+		name string
+		body string
+		want Usage
+	}{
+		{"usage first", `{"usage":{"prompt_tokens":7,"completion_tokens":3},"model":"m","choices":[]}`, Usage{Model: "m", InputTokens: 7, OutputTokens: 3, Found: true}},
+		{"usage last", `{"model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"input_tokens":7,"output_tokens":3}}`, Usage{Model: "m", InputTokens: 7, OutputTokens: 3, Found: true}},
+		{"usage nested in objects and arrays does not count", `{"model":"m","a":{"usage":{"prompt_tokens":1}},"b":[{"usage":{"prompt_tokens":2}}],"c":[[{"usage":{}}]]}`, Usage{Model: "m"}},
+		{"nested usage around the real one", `{"a":{"usage":{"prompt_tokens":1}},"usage":{"prompt_tokens":5},"b":{"usage":{"prompt_tokens":2}}}`, Usage{InputTokens: 5, Found: true}},
+		{"braces, brackets and escaped quotes in strings", `{"content":"{\"usage\":{\"prompt_tokens\":9}} ]}[{ \\","model":"m","usage":{"note":"}{][\"\\\"","prompt_tokens":4,"x":"\\\\"}}`, Usage{Model: "m", InputTokens: 4, Found: true}},
+		{"escapes of every kind in a skipped string", `{"t":"\b\f\n\r\t\/\\\"\u00e9\ud83d\ude00","usage":{"prompt_tokens":1}}`, Usage{InputTokens: 1, Found: true}},
+		{"floats and exponents", `{"usage":{"prompt_tokens":1.5e1,"completion_tokens":2E2,"total_tokens":-0.0}}`, Usage{InputTokens: 15, OutputTokens: 200, Found: true}},
+		{"nulls", `{"model":null,"usage":{"prompt_tokens":null,"completion_tokens":4,"input_tokens":null}}`, Usage{OutputTokens: 4, Found: true}},
+		{"usage null after a usage", `{"usage":{"prompt_tokens":1},"usage":null}`, Usage{}},
+		{"keys in any ASCII case", `{"usage":{"PROMPT_TOKENS":3,"Completion_Tokens":2}}`, Usage{InputTokens: 3, OutputTokens: 2, Found: true}},
+		{"a Kelvin sign folds to k", "{\"usage\":{\"prompt_to\u212aens\":3}}", Usage{InputTokens: 3, Found: true}},
+		{"escaped key inside usage", `{"usage":{"\u0070rompt_tokens":3}}`, Usage{InputTokens: 3, Found: true}},
+		{"invalid usage object counts nothing", `{"model":"m","usage":{"prompt_tokens":3,}}`, Usage{Model: "m"}},
+		{"control character in usage", "{\"usage\":{\"a\":\"\x01\",\"prompt_tokens\":3}}", Usage{}},
+		{"model with escapes", `{"model":"gpt-\u0034o\"x"}`, Usage{Model: "gpt-4o\"x"}},
+		{"model with invalid UTF-8", "{\"model\":\"m\xff\"}", Usage{Model: "m\uFFFD"}},
+		{"model not a string", `{"model":["m"],"usage":{"prompt_tokens":1}}`, Usage{InputTokens: 1, Found: true}},
+		{"key of maxKey bytes", `{"` + long + `":1,"usage":{"prompt_tokens":1}}`, Usage{InputTokens: 1, Found: true}},
+		{"key longer than maxKey", `{"` + long + `x":{"usage":1},"model":"m"}`, Usage{Model: "m"}},
+		{"whitespace everywhere", " \n{ \"model\" :\t\"m\" ,\r\n \"usage\" : { \"prompt_tokens\" : 2 } } \n", Usage{Model: "m", InputTokens: 2, Found: true}},
+		{"scalar values at the top level", `{"n":12345,"t":true,"f":false,"z":null,"model":"m","usage":{"prompt_tokens":1}}`, Usage{Model: "m", InputTokens: 1, Found: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkChunkings(t, "application/json", []byte(tt.body), tt.want)
+		})
+	}
+	t.Run("usage larger than maxCapture", func(t *testing.T) {
+		body := `{"model":"m","usage":{"pad":"` + strings.Repeat("x", maxCapture) + `","prompt_tokens":1}}`
+		want := Usage{Model: "m"}
+		for how, chunks := range map[string][][]byte{"whole": whole([]byte(body)), "random": randomChunks([]byte(body), 1)} {
+			if got := meter(t, "application/json", chunks); got != want {
+				t.Errorf("%s: Usage() = %+v, want %+v", how, got, want)
+			}
+		}
+	})
+}
+
+// TestMeterSSEFastPaths covers events read where they lie in a write and
+// events copied because they have several data lines or span writes.
+func TestMeterSSEFastPaths(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want Usage
+	}{
+		{"usage object with whitespace before its brace", "data: {\"model\":\"m\",\"usage\" :\t{\"prompt_tokens\":2}}\n\n", Usage{Model: "m", InputTokens: 2, Found: true}},
+		{"usage object split over data lines", "data: {\"usage\":\ndata: {\"prompt_tokens\":2}}\n\n", Usage{InputTokens: 2, Found: true}},
+		{"usage text in a string with a brace", "data: {\"model\":\"m\",\"text\":\"\\\"usage\\\":{\\\"prompt_tokens\\\":5}\"}\n\ndata: {\"type\":\"x\"}\n\n", Usage{Model: "m"}},
+		{"the model of a later event without usage is not read", "data: {\"model\":\"a\"}\n\ndata: {\"model\":\"b\"}\n\n", Usage{Model: "a"}},
+		{"a usage event names the model again", "data: {\"model\":\"a\"}\n\ndata: {\"model\":\"b\",\"usage\":{\"prompt_tokens\":1}}\n\n", Usage{Model: "b", InputTokens: 1, Found: true}},
+		{"keys in another case are not looked for", "data: {\"MODEL\":\"m\",\"Usage\":{\"PROMPT_TOKENS\":4}}\n\n", Usage{}},
+		{"keys in another case in an event that is read", "data: {\"MODEL\":\"m\",\"usage\":{\"PROMPT_TOKENS\":4}}\n\n", Usage{Model: "m", InputTokens: 4, Found: true}},
+		{"escaped key", "data: {\"\\u006dodel\":\"m\",\"usage\":{\"prompt_tokens\":4}}\n\n", Usage{Model: "m", InputTokens: 4, Found: true}},
+		{"invalid event counts nothing", "data: {\"model\":\"m\",\"usage\":{\"prompt_tokens\":4}}x\n\n", Usage{}},
+		{"usage of another type in a usage event", "data: {\"usage\":{\"prompt_tokens\":1},\"message\":{\"usage\":\"x\"}}\n\n", Usage{InputTokens: 1, Found: true}},
+		{"message null after a message", "data: {\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":2}},\"message\":null,\"usage\":{}}\n\n", Usage{Found: true}},
+		{"CRLF lines", "event: message_start\r\ndata: {\"message\":{\"model\":\"m\",\"usage\":{\"input_tokens\":2,\"output_tokens\":1}}}\r\n\r\ndata: {\"usage\":{\"output_tokens\":9}}\r\n\r\n", Usage{Model: "m", InputTokens: 2, OutputTokens: 9, Found: true}},
+		{"CR lines", "data: {\"usage\":{\"prompt_tokens\":1}}\r\rdata: {\"usage\":{\"completion_tokens\":2}}\r\r", Usage{InputTokens: 1, OutputTokens: 2, Found: true}},
+		{"a field named like data", "datax: {\"usage\":{\"prompt_tokens\":1}}\ndata\n\n", Usage{}},
+		{"data without a colon is an empty data line", "data\ndata: {\"usage\":{\"prompt_tokens\":1}}\n\n", Usage{InputTokens: 1, Found: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkChunkings(t, "text/event-stream", []byte(tt.body), tt.want)
+		})
+	}
+}

@@ -11,27 +11,31 @@ import (
 // lines end with "\r\n", "\n" or "\r"; a blank line ends an event; the data
 // lines of an event are joined with "\n"; lines starting with ':' are
 // comments. Complete lines are read where they lie in the written chunk;
-// only a line split across writes is copied (into carry).
+// only a line split across writes is copied (into carry), and the data of
+// an event only when it has several data lines or does not end in the
+// write its data lies in.
 type sseState struct {
 	carry     []byte // the start of a line split across writes
 	skipLine  bool   // the current line outgrew maxLine: skip to its end
 	pendingCR bool   // the last write ended with '\r': a leading '\n' belongs to it
 	started   bool   // the first line (which may start with a BOM) is done
-	data      []byte // the data of the current event
+	data      []byte // the data of the current event, unless inPlace
+	inPlace   []byte // the data of the current event, in the written chunk
+	placed    bool   // the data is inPlace
 	hasData   bool   // the current event has a data field
 	dropEvent bool   // the current event is too large: ignore it
 }
 
 var (
 	bom = []byte("\xEF\xBB\xBF")
-	// The keys, without their opening quote: a letter is a rarer first byte
+	// The key, without its opening quote: a letter is a rarer first byte
 	// to search for than '"'.
-	keyUsage = []byte(`usage"`)
 	keyModel = []byte(`model"`)
 )
 
 func (m *Meter) writeSSE(p []byte) {
 	s := &m.sse
+	cr := bytes.IndexByte(p, '\r') >= 0
 	for len(p) > 0 {
 		if s.pendingCR {
 			s.pendingCR = false
@@ -41,25 +45,24 @@ func (m *Meter) writeSSE(p []byte) {
 			}
 		}
 		end := bytes.IndexByte(p, '\n')
-		seg := p
-		if end >= 0 {
-			seg = p[:end]
-		}
-		cr := bytes.IndexByte(seg, '\r')
-		if cr >= 0 {
-			end = cr
+		next := end + 1
+		if cr {
+			seg := p
+			if end >= 0 {
+				seg = p[:end]
+			}
+			if r := bytes.IndexByte(seg, '\r'); r >= 0 {
+				end, next = r, r+1
+				if next == len(p) {
+					s.pendingCR = true
+				} else if p[next] == '\n' {
+					next++
+				}
+			}
 		}
 		if end < 0 {
 			s.stash(p)
-			return
-		}
-		next := end + 1
-		if cr >= 0 {
-			if next == len(p) {
-				s.pendingCR = true
-			} else if p[next] == '\n' {
-				next++
-			}
+			break
 		}
 		line := p[:end]
 		p = p[next:]
@@ -74,10 +77,21 @@ func (m *Meter) writeSSE(p []byte) {
 				continue
 			}
 			s.carry = append(s.carry, line...)
-			line = s.carry
+			m.sseLine(s.carry)
+			s.unplace() // the carry is overwritten next
+			s.carry = s.carry[:0]
+			continue
 		}
 		m.sseLine(line)
-		s.carry = s.carry[:0]
+	}
+	s.unplace() // the caller may overwrite p
+}
+
+// unplace copies data that lies in the written chunk.
+func (s *sseState) unplace() {
+	if s.placed {
+		s.data = append(s.data[:0], s.inPlace...)
+		s.inPlace, s.placed = nil, false
 	}
 }
 
@@ -106,38 +120,50 @@ func (m *Meter) sseLine(line []byte) {
 		m.dispatch()
 		return
 	}
-	if line[0] == ':' {
+	// Only "data" fields matter: the name is what comes before the first
+	// ':', or the whole line; one space after the ':' is not the value's.
+	if len(line) < 4 || string(line[:4]) != "data" || len(line) > 4 && line[4] != ':' || s.dropEvent {
 		return
 	}
-	name, value := line, []byte(nil)
-	if i := bytes.IndexByte(line, ':'); i >= 0 {
-		name, value = line[:i], line[i+1:]
+	var value []byte
+	if len(line) > 4 {
+		value = line[5:]
 		if len(value) > 0 && value[0] == ' ' {
 			value = value[1:]
 		}
 	}
-	if string(name) != "data" || s.dropEvent {
-		return
+	n := len(s.data)
+	if s.placed {
+		n = len(s.inPlace)
 	}
-	if len(s.data)+len(value)+1 > maxEvent {
+	if n+len(value)+1 > maxEvent {
 		s.data = s.data[:0]
+		s.inPlace, s.placed = nil, false
 		s.dropEvent = true
 		return
 	}
-	if s.hasData {
-		s.data = append(s.data, '\n')
+	if !s.hasData {
+		s.inPlace, s.placed = value, true
+		s.hasData = true
+		return
 	}
+	s.unplace()
+	s.data = append(s.data, '\n')
 	s.data = append(s.data, value...)
-	s.hasData = true
 }
 
 // dispatch ends the current event.
 func (m *Meter) dispatch() {
 	s := &m.sse
 	if s.hasData && !s.dropEvent {
-		m.event(s.data)
+		data := s.data
+		if s.placed {
+			data = s.inPlace
+		}
+		m.event(data)
 	}
 	s.data = s.data[:0]
+	s.inPlace, s.placed = nil, false
 	s.hasData = false
 	s.dropEvent = false
 }
@@ -173,9 +199,36 @@ type bodyJSON struct {
 // known yet. Inside JSON strings quotes are escaped, so `"usage"` and
 // `"model"` match only keys (or exactly those string values).
 func (m *Meter) event(data []byte) {
-	if !hasObject(data, keyUsage) && (m.t.model != "" || !hasKey(data, keyModel)) {
+	if !hasUsage(data) && (m.t.model != "" || !hasKey(data, keyModel)) {
 		return
 	}
+	m.t.takeEvent(data)
+}
+
+// takeEvent adds what the data of an event reports.
+func (t *tally) takeEvent(data []byte) {
+	var doc eventDoc
+	switch decodeEvent(data, &doc) {
+	case invalid:
+		return
+	case punt:
+		t.takeEventJSON(data)
+		return
+	}
+	t.setModel(doc.top.model)
+	if doc.top.hasUsage {
+		t.add(&doc.top.usage)
+	}
+	for _, b := range [...]*bodyDoc{&doc.message, &doc.response} {
+		t.setModel(b.model)
+		if b.hasUsage {
+			t.add(&b.usage)
+		}
+	}
+}
+
+// takeEventJSON is takeEvent with encoding/json.
+func (t *tally) takeEventJSON(data []byte) {
 	var ev eventJSON
 	if err := json.Unmarshal(data, &ev); err != nil {
 		// A field of another type is skipped; the rest is decoded.
@@ -185,46 +238,52 @@ func (m *Meter) event(data []byte) {
 		}
 	}
 	if ev.Model != "" {
-		m.t.model = ev.Model
+		t.model = ev.Model
 	}
 	if ev.Usage != nil {
-		m.t.add(ev.Usage)
+		t.add(ev.Usage)
 	}
 	for _, b := range [...]*bodyJSON{ev.Message, ev.Response} {
 		if b == nil {
 			continue
 		}
 		if b.Model != "" {
-			m.t.model = b.Model
+			t.model = b.Model
 		}
 		if b.Usage != nil {
-			m.t.add(b.Usage)
+			t.add(b.Usage)
 		}
 	}
 }
 
-// hasObject reports whether the quoted key (given without its opening
-// quote) occurs in data followed by ':' and '{' (with JSON whitespace
-// between), as in `"usage": {` but not `"usage":null`.
-func hasObject(data, key []byte) bool {
+// hasUsage reports whether data has the quoted key "usage" followed by
+// ':' and '{' (with JSON whitespace between), as in `"usage": {` but not
+// `"usage":null`. It looks back from each '{', a rarer byte than any of
+// the key's.
+func hasUsage(data []byte) bool {
 	for i := 0; ; {
-		k := bytes.Index(data[i:], key)
+		k := bytes.IndexByte(data[i:], '{')
 		if k < 0 {
 			return false
 		}
-		at := i + k
-		i = at + len(key)
-		if at == 0 || data[at-1] != '"' {
+		i += k + 1
+		j := spaceBefore(data, i-1)
+		if j == 0 || data[j-1] != ':' {
 			continue
 		}
-		j := skipSpace(data, i)
-		if j < len(data) && data[j] == ':' {
-			j = skipSpace(data, j+1)
-			if j < len(data) && data[j] == '{' {
-				return true
-			}
+		j = spaceBefore(data, j-1)
+		if j >= len(`"usage"`) && string(data[j-len(`"usage"`):j]) == `"usage"` {
+			return true
 		}
 	}
+}
+
+// spaceBefore returns where the JSON whitespace that ends at b[i] starts.
+func spaceBefore(b []byte, i int) int {
+	for i > 0 && (b[i-1] == ' ' || b[i-1] == '\t' || b[i-1] == '\n' || b[i-1] == '\r') {
+		i--
+	}
+	return i
 }
 
 // hasKey reports whether the quoted key (given without its opening quote)
@@ -240,11 +299,4 @@ func hasKey(data, key []byte) bool {
 		}
 		i += k + len(key)
 	}
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
 }
