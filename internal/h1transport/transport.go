@@ -214,7 +214,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 	c.nc.SetDeadline(time.Now().Add(t.cfg.ResponseHeaderTimeout))
 
 	c.left = t.cfg.MaxResponseHeaderBytes
-	early := false // answered before taking the whole request
+	early := false           // answered before taking the whole request
+	var writing <-chan error // a large request's writer, still running
 	if r.ContentLength >= 0 && r.ContentLength <= concurrentWriteAbove {
 		// The socket takes a small request whole: write, then wait.
 		if err := writeRequest(c.nc, r); err != nil {
@@ -251,9 +252,11 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 				}
 				return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, err))
 			}
-			// Answered while the body was still going out: the writer
-			// ends when the connection is closed after this answer.
-			early = true
+			// Answered before the writer reported back: it may have
+			// finished just now, or the upstream answered early and the
+			// writer ends when the connection is closed after this
+			// answer. The body's end tells which.
+			writing = werr
 		}
 		if perr != nil {
 			return fail(true, fmt.Errorf("h1transport: read response from %s: %w", c.key, perr))
@@ -283,7 +286,8 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 	c.left = -1
 	c.nc.SetDeadline(time.Time{})
 	resp.Request = orig
-	resp.Body = &body{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, keep: !resp.Close && !r.Close && !early}
+	resp.Body = &body{t: t, c: c, rc: resp.Body, ctx: ctx, stop: stop, writing: writing,
+		keep: !resp.Close && !r.Close && !early}
 	return resp, false, nil
 }
 
@@ -291,13 +295,16 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 // connection is pooled (or closed); Close before the end closes it.
 // Close may run while Read is blocked (an idle timer ending a stream).
 type body struct {
-	t     *Transport
-	c     *conn
-	rc    io.ReadCloser
-	ctx   context.Context
-	stop  func() bool
-	keep  bool
-	state atomic.Int32 // open, ended, closed
+	t    *Transport
+	c    *conn
+	rc   io.ReadCloser
+	ctx  context.Context
+	stop func() bool
+	keep bool
+	// writing is the request's writer when it had not reported back as
+	// the answer came; the connection is reused only if it finished.
+	writing <-chan error
+	state   atomic.Int32 // open, ended, closed
 }
 
 const (
@@ -344,6 +351,14 @@ func (b *body) Close() error {
 func (b *body) end() {
 	if !b.state.CompareAndSwap(open, ended) {
 		return
+	}
+	if b.writing != nil {
+		select {
+		case err := <-b.writing:
+			b.keep = b.keep && err == nil
+		default: // the upstream answered before taking the whole request
+			b.keep = false
+		}
 	}
 	if b.keep && b.c.br.Buffered() == 0 && b.stop() {
 		b.t.put(b.c)
