@@ -129,7 +129,6 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		Fallback:              netHTTPTransport(cfg), // TLS upstreams (HTTP/2 when offered) and upgrades
 	})
-	transport := s.upstreamTransport
 
 	for _, u := range cfg.Upstreams {
 		if u.URL == nil {
@@ -138,7 +137,7 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 		up := &upstream{Upstream: u}
 		up.rp = &httputil.ReverseProxy{
 			Rewrite:        func(pr *httputil.ProxyRequest) { s.rewrite(pr, up) },
-			Transport:      transport,
+			Transport:      s.upstreamTransport,
 			BufferPool:     bufferPool{},
 			ModifyResponse: s.modifyResponse,
 			ErrorHandler:   s.proxyError,
@@ -463,7 +462,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	upstreamBody := resp.Body
 	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
 	resp.Body = mb
-	if sse && c.keepalive != nil {
+	if sse {
 		c.keepalive.stream()
 	}
 	c.body = mb

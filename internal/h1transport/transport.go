@@ -101,6 +101,11 @@ type conn struct {
 	// left is what may still be read before the answer's headers end
 	// (MaxResponseHeaderBytes); -1 once they ended.
 	left int64
+	// For alive, set once so that its peek at the socket allocates nothing.
+	rc      syscall.RawConn
+	peekFn  func(fd uintptr) bool
+	peekOK  bool
+	peekBuf [1]byte
 }
 
 var errHeadersTooLarge = errors.New("h1transport: the answer's headers exceed MaxResponseHeaderBytes")
@@ -161,7 +166,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	replay := replayable(req)
 	for attempt := 0; ; attempt++ {
 		c := t.get(key)
-		if c != nil && !alive(c.nc) {
+		if c != nil && !alive(c) {
 			// The upstream closed the pooled connection, or sent bytes
 			// nobody asked for (a 408 before closing, a stray answer),
 			// while it was idle: those must reach no request.
@@ -386,6 +391,9 @@ func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	}
 	c := &conn{nc: nc, key: key, left: -1}
 	c.br = bufio.NewReaderSize(c, readBufferSize)
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+	}
 	return c, nil
 }
 
