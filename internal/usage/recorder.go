@@ -113,15 +113,21 @@ func (c Config) withDefaults() Config {
 // Recorder writes finished calls to Redis in the background and answers
 // usage queries. Use NewRecorder; Close it at shutdown.
 type Recorder struct {
-	rdb   redis.UniversalClient
-	cfg   Config
-	log   *slog.Logger
-	queue chan Record
+	rdb redis.UniversalClient
+	cfg Config
+	log *slog.Logger
 	// ledger mirrors the month's spend per person; the flusher feeds it.
 	ledger *Ledger
 
-	mu     sync.RWMutex // closed: Record holds it for reading
+	// The queue is a slice under a mutex rather than a channel: a send on
+	// a channel with a waiting receiver wakes the flusher on the caller's
+	// P after every call, in front of the next request. The flusher takes
+	// the whole queue on its tick, or when Record says batchSize are
+	// waiting (full).
+	mu     sync.Mutex
+	queue  []Record // waiting records, at most cfg.QueueSize
 	closed bool
+	full   chan struct{} // capacity 1: batchSize records are waiting
 
 	dropped   atomic.Uint64
 	ctx       context.Context // of every write; canceled CloseTimeout after Close
@@ -142,7 +148,7 @@ func NewRecorder(rdb redis.UniversalClient, cfg Config) *Recorder {
 		rdb:    rdb,
 		cfg:    cfg,
 		log:    cfg.Logger,
-		queue:  make(chan Record, cfg.QueueSize),
+		full:   make(chan struct{}, 1),
 		stop:   make(chan struct{}),
 		result: make(chan error, 1),
 	}
@@ -165,25 +171,56 @@ func (r *Recorder) Record(rec Record) {
 	var month string
 	micro, known := microUSD(&rec)
 	pend := known && micro > 0 && rec.Email != ""
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if pend {
+		month = rec.Time.UTC().Format(monthLayout)
+	}
+	r.mu.Lock()
+	if r.closed || len(r.queue) >= r.cfg.QueueSize {
+		r.mu.Unlock()
 		r.dropped.Add(1)
 		return
 	}
 	if pend {
 		// Counted before it is queued: the flusher may write it at once.
-		month = rec.Time.UTC().Format(monthLayout)
 		r.ledger.pend(month, rec.Email, micro)
 	}
-	select {
-	case r.queue <- rec:
-	default:
-		r.dropped.Add(1)
-		if pend {
-			r.ledger.written(month, rec.Email, micro, -1)
+	r.queue = append(r.queue, rec)
+	n := len(r.queue)
+	r.mu.Unlock()
+	if n == batchSize {
+		select {
+		case r.full <- struct{}{}:
+		default:
 		}
 	}
+}
+
+// take moves up to limit waiting records to the end of batch and returns it
+// with how many are still waiting.
+func (r *Recorder) take(batch []Record, limit int) ([]Record, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(batch) == 0 && len(r.queue) <= limit {
+		// The common case: swap the slices instead of copying.
+		batch, r.queue = r.queue, batch[:0]
+		return batch, 0
+	}
+	n := min(limit, len(r.queue))
+	batch = append(batch, r.queue[:n]...)
+	rest := copy(r.queue, r.queue[n:])
+	clear(r.queue[rest:])
+	r.queue = r.queue[:rest]
+	if rest <= batchSize && cap(r.queue) > 4*batchSize {
+		r.queue = append(make([]Record, 0, batchSize), r.queue...)
+	}
+	return batch, rest
+}
+
+// waiting returns how many records are queued.
+func (r *Recorder) waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue)
 }
 
 // Ledger returns the in-process mirror of this month's spend per person,
@@ -229,27 +266,21 @@ type flusher struct {
 	loggedDrops  uint64
 }
 
-// run is the flusher: it collects records and writes them every
-// FlushInterval or once batchSize are waiting. While a write is failing it
-// takes no more records, so the queue fills and Record starts dropping.
+// run is the flusher: it writes the waiting records every FlushInterval,
+// or at once when Record reports batchSize waiting. While a write is
+// failing it takes no more records, so the queue fills and Record starts
+// dropping.
 func (r *Recorder) run() {
 	tick := time.NewTicker(r.cfg.FlushInterval)
 	defer tick.Stop()
 	f := &r.fl
 	f.batch = make([]Record, 0, batchSize)
 	for {
-		in := r.queue
-		if len(f.retry) > 0 {
-			in = nil
-		}
 		select {
-		case rec := <-in:
-			f.batch = append(f.batch, rec)
-			if len(f.batch) >= batchSize {
-				r.flush(r.ctx)
-			}
+		case <-r.full:
+			r.drain(r.ctx)
 		case <-tick.C:
-			r.flush(r.ctx)
+			r.drain(r.ctx)
 			r.noteDrops()
 		case <-r.stop:
 			r.result <- r.finish()
@@ -258,23 +289,36 @@ func (r *Recorder) run() {
 	}
 }
 
-// flush retries a failed write, then writes the batch. It reports whether
-// nothing is left to write.
-func (r *Recorder) flush(ctx context.Context) bool {
+// drain retries a failed write, then writes the waiting records, batchSize
+// per pipeline. It reports whether nothing is left to write; after a failed
+// write it stops, keeping the failed commands in retry.
+func (r *Recorder) drain(ctx context.Context) bool {
 	f := &r.fl
-	if len(f.retry) > 0 {
-		if !r.write(ctx, f.retry, f.retryRecords) {
+	for {
+		if len(f.retry) > 0 && !r.write(ctx, f.retry, f.retryRecords) {
 			return false
 		}
+		var rest int
+		f.batch, rest = r.take(f.batch[:0], batchSize)
+		n := len(f.batch)
+		if n == 0 {
+			return true
+		}
+		cmds := r.commands(f.batch, r.cfg.Now())
+		clear(f.batch)
+		f.batch = f.batch[:0]
+		if cap(f.batch) > 4*batchSize {
+			// Grown while Redis was away: let the garbage collector
+			// stop scanning it.
+			f.batch = make([]Record, 0, batchSize)
+		}
+		if !r.write(ctx, cmds, n) {
+			return false
+		}
+		if rest == 0 {
+			return true
+		}
 	}
-	if len(f.batch) == 0 {
-		return true
-	}
-	n := len(f.batch)
-	cmds := r.commands(f.batch, r.cfg.Now())
-	clear(f.batch)
-	f.batch = f.batch[:0]
-	return r.write(ctx, cmds, n)
 }
 
 // write runs cmds in one pipeline; commands that failed for a reason that
@@ -321,33 +365,19 @@ func (r *Recorder) noteDrops() {
 }
 
 // finish writes what is left, trying again until Close cancels r.ctx
-// (CloseTimeout after it began).
+// (CloseTimeout after it began). Record takes no more records by now.
 func (r *Recorder) finish() error {
 	ctx := r.ctx
 	f := &r.fl
-	for {
-		for len(f.batch) < batchSize {
-			select {
-			case rec := <-r.queue:
-				f.batch = append(f.batch, rec)
-				continue
-			default:
-			}
-			break
-		}
-		if r.flush(ctx) {
-			if len(r.queue) == 0 {
-				return nil
-			}
-			continue
-		}
+	for !r.drain(ctx) {
 		t := time.NewTimer(r.cfg.FlushInterval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			lost := f.retryRecords + len(f.batch) + len(r.queue)
+			lost := f.retryRecords + r.waiting()
 			return fmt.Errorf("close usage recorder: records not written: %d: %w", lost, ctx.Err())
 		case <-t.C:
 		}
 	}
+	return nil
 }
