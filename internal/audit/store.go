@@ -26,7 +26,7 @@ func (l *Log) storeLoop() {
 	defer close(l.storeDone)
 	batch := make([]Event, 0, maxBatch)
 	for e := range l.storeQ {
-		batch = append(batch[:0], e)
+		batch = append(batch[:0], *e)
 	fill:
 		for len(batch) < maxBatch {
 			select {
@@ -34,7 +34,7 @@ func (l *Log) storeLoop() {
 				if !ok {
 					break fill
 				}
-				batch = append(batch, e)
+				batch = append(batch, *e)
 			default:
 				break fill
 			}

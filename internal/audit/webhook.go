@@ -22,7 +22,7 @@ func (l *Log) hookLoop() {
 			l.hookDropped.Inc()
 			continue
 		}
-		l.deliver(e)
+		l.deliver(*e)
 	}
 }
 
