@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,9 @@ type loadResult struct {
 	P999       int64   `json:"p999"`
 	Max        int64   `json:"max"`
 	Mean       float64 `json:"mean"`
+	// Quant is the latency (µs) at each of quantileGrid's percentiles: the
+	// shape of the distribution, so that runs taken in slices can be merged.
+	Quant []int64 `json:"q"`
 
 	// GenCPU is the CPU time the load generator used (not in its output).
 	GenCPU time.Duration `json:"-"`
@@ -50,6 +54,109 @@ func (r loadResult) rps() float64 {
 }
 
 func (r loadResult) errors() int64 { return r.Connect + r.Read + r.Write + r.Status + r.Timeout }
+
+// quantileGrid is where a run's latency distribution is sampled (percent):
+// every 0.1 up to 99, then every 0.01 up to 99.99, then the maximum.
+var quantileGrid = func() []float64 {
+	var g []float64
+	for i := 1; i <= 990; i++ {
+		g = append(g, float64(i)/10)
+	}
+	for i := 9901; i <= 9999; i++ {
+		g = append(g, float64(i)/100)
+	}
+	return append(g, 100)
+}()
+
+// quantiles samples the sorted latencies lat at quantileGrid, as wrk's
+// percentile does.
+func quantiles(lat []int64) []int64 {
+	if len(lat) == 0 {
+		return nil
+	}
+	q := make([]int64, len(quantileGrid))
+	for i, p := range quantileGrid {
+		q[i] = lat[min(len(lat)-1, int(p/100*float64(len(lat))))]
+	}
+	q[len(q)-1] = lat[len(lat)-1]
+	return q
+}
+
+// luaGrid is quantileGrid as a Lua table constructor.
+func luaGrid() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, q := range quantileGrid {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatFloat(q, 'f', -1, 64))
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// mergeRuns combines slices of one target's load into one result: counts
+// and durations add up; the percentiles come from the slices' sampled
+// distributions, each weighted by its number of calls.
+func mergeRuns(runs []loadResult) loadResult {
+	if len(runs) == 1 {
+		return runs[0]
+	}
+	var m loadResult
+	type point struct {
+		v int64
+		w float64
+	}
+	var pts []point
+	var sum float64
+	for _, r := range runs {
+		m.Requests += r.Requests
+		m.DurationUS += r.DurationUS
+		m.Bytes += r.Bytes
+		m.Connect += r.Connect
+		m.Read += r.Read
+		m.Write += r.Write
+		m.Status += r.Status
+		m.Timeout += r.Timeout
+		m.GenCPU += r.GenCPU
+		m.Max = max(m.Max, r.Max)
+		sum += r.Mean * float64(r.Requests)
+		if len(r.Quant) != len(quantileGrid) {
+			continue
+		}
+		prev := 0.0
+		for i, q := range quantileGrid {
+			pts = append(pts, point{r.Quant[i], (q - prev) / 100 * float64(r.Requests)})
+			prev = q
+		}
+	}
+	if m.Requests > 0 {
+		m.Mean = sum / float64(m.Requests)
+	}
+	slices.SortFunc(pts, func(a, b point) int { return cmp.Compare(a.v, b.v) })
+	var total float64
+	for _, p := range pts {
+		total += p.w
+	}
+	at := func(pct float64) int64 {
+		want, cum := pct/100*total, 0.0
+		for _, p := range pts {
+			if cum += p.w; cum >= want-1e-9 {
+				return p.v
+			}
+		}
+		return m.Max
+	}
+	if len(pts) > 0 {
+		m.P50, m.P90, m.P99, m.P999 = at(50), at(90), at(99), at(99.9)
+		m.Quant = make([]int64, len(quantileGrid))
+		for i, q := range quantileGrid {
+			m.Quant[i] = at(q)
+		}
+	}
+	return m
+}
 
 // loadSpec is what a load run sends.
 type loadSpec struct {
@@ -93,11 +200,18 @@ wrk.headers["Authorization"] = "Bearer " .. %q
 wrk.headers["Anthropic-Version"] = "2023-06-01"
 wrk.headers["User-Agent"] = "llmgate-bench"
 
+local grid = %s
+
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('BENCH {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d,"p50":%%d,"p90":%%d,"p99":%%d,"p999":%%d,"max":%%d,"mean":%%.1f}\n',
+  local q = {}
+  for i, p in ipairs(grid) do
+    q[i] = string.format("%%d", latency:percentile(p))
+  end
+  io.write(string.format('BENCH {"requests":%%d,"duration_us":%%d,"bytes":%%d,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d,"p50":%%d,"p90":%%d,"p99":%%d,"p999":%%d,"max":%%d,"mean":%%.1f,"q":[%%s]}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean))
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean,
+    table.concat(q, ",")))
 end
 `
 
@@ -105,7 +219,7 @@ func (l *loader) run(ctx context.Context, s loadSpec) (loadResult, error) {
 	var argv []string
 	if l.wrk != "" {
 		script := filepath.Join(l.dir, "post.lua")
-		if err := os.WriteFile(script, fmt.Appendf(nil, wrkScript, s.bodyFile, s.token), 0o600); err != nil {
+		if err := os.WriteFile(script, fmt.Appendf(nil, wrkScript, s.bodyFile, s.token, luaGrid()), 0o600); err != nil {
 			return loadResult{}, err
 		}
 		argv = []string{l.wrk, "-t1", "-c" + strconv.Itoa(s.conns), "-d" + durationArg(s.duration), "--timeout", "10s", "-s", script, s.url}
@@ -215,6 +329,7 @@ func runLoadgen(args []string) error {
 		return lat[min(len(lat)-1, int(p/100*float64(len(lat))))]
 	}
 	res.P50, res.P90, res.P99, res.P999 = pct(50), pct(90), pct(99), pct(99.9)
+	res.Quant = quantiles(lat)
 	if len(lat) > 0 {
 		res.Max = lat[len(lat)-1]
 		var sum int64

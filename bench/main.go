@@ -32,6 +32,7 @@ import (
 // options are the command-line flags.
 type options struct {
 	duration, warmup time.Duration
+	slice            time.Duration
 	conns            []int
 	streams          int
 	samples          int
@@ -73,6 +74,7 @@ func main() {
 	var o options
 	var conns string
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of each measured load run")
+	flag.DurationVar(&o.slice, "slice", time.Second, "take each measured load run in slices of this length, the targets in turn (0: one piece)")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each measured run")
 	flag.StringVar(&conns, "conns", "1,16,64,256", "connection counts of the non-stream load runs")
 	flag.IntVar(&o.streams, "streams", 5000, "concurrent idle SSE streams for the memory test")
@@ -348,34 +350,67 @@ func run(ctx context.Context, o options) error {
 			ts = withNginx(ts)
 			row := loadRow{body: b.name, conns: c, res: map[string]runResult{}}
 			for _, t := range ts {
-				spec := loadSpec{url: t.url + b.path, bodyFile: b.file, token: token, conns: c, duration: o.warmup}
 				if o.warmup > 0 {
+					spec := loadSpec{url: t.url + b.path, bodyFile: b.file, token: token, conns: c, duration: o.warmup}
 					if _, err := ld.run(ctx, spec); err != nil {
 						return err
 					}
 				}
-				spec.duration = o.duration
-				waitQuiet(ctx, 0.1, o.quiet)
-				before, _ := rds.stats(ctx)
-				cpu0, upCPU0 := cpuTime(t.proc.pid()), cpuTime(up.pid())
-				busy0, own0 := machineBusy(), ownCPU()
-				res, err := ld.run(ctx, spec)
-				if err != nil {
-					return err
+			}
+			// The measured load is taken in slices, the targets in turn
+			// (A B B A A B …): a burst of noise on the machine then lands
+			// on every target alike instead of on whichever ran then.
+			n, slice := sliceRun(o.duration, o.slice)
+			runs := map[string][]loadResult{}
+			acc := map[string]*runResult{}
+			waitQuiet(ctx, 0.1, o.quiet)
+			for k := range n {
+				order := ts
+				if k%2 == 1 {
+					order = reversed(ts)
 				}
-				rr := runResult{load: res, cpu: cpuTime(t.proc.pid()) - cpu0, upCPU: cpuTime(up.pid()) - upCPU0}
-				if res.DurationUS > 0 {
-					rr.foreign = max(float64((machineBusy()-busy0)-(ownCPU()-own0)-res.GenCPU), 0) / float64(time.Duration(res.DurationUS)*time.Microsecond)
-				}
-				if t.name == "llmgate" {
-					after, _ := rds.stats(ctx)
-					d := after.sub(before)
-					rep.redisCmds.add(d)
-					rep.redisRequests += res.Requests
-					if c == 64 && bi == 0 {
-						rep.redis64 = d
-						rep.redis64Requests = res.Requests
+				for _, t := range order {
+					spec := loadSpec{url: t.url + b.path, bodyFile: b.file, token: token, conns: c, duration: slice}
+					before, _ := rds.stats(ctx)
+					cpu0, upCPU0 := cpuTime(t.proc.pid()), cpuTime(up.pid())
+					busy0, own0 := machineBusy(), ownCPU()
+					res, err := ld.run(ctx, spec)
+					if err != nil {
+						return err
 					}
+					a := acc[t.name]
+					if a == nil {
+						a = &runResult{}
+						acc[t.name] = a
+					}
+					a.cpu += cpuTime(t.proc.pid()) - cpu0
+					a.upCPU += cpuTime(up.pid()) - upCPU0
+					if res.DurationUS > 0 {
+						// CPU-seconds for now; per second of run below.
+						a.foreign += max(float64((machineBusy()-busy0)-(ownCPU()-own0)-res.GenCPU), 0) / float64(time.Second)
+					}
+					runs[t.name] = append(runs[t.name], res)
+					if t.name == "llmgate" {
+						after, _ := rds.stats(ctx)
+						d := after.sub(before)
+						rep.redisCmds.add(d)
+						rep.redisRequests += res.Requests
+						if c == 64 && bi == 0 {
+							if rep.redis64 == nil {
+								rep.redis64 = cmdStats{}
+							}
+							rep.redis64.add(d)
+							rep.redis64Requests += res.Requests
+						}
+					}
+				}
+			}
+			for _, t := range ts {
+				rr := acc[t.name]
+				rr.load = mergeRuns(runs[t.name])
+				res := rr.load
+				if res.DurationUS > 0 {
+					rr.foreign /= float64(time.Duration(res.DurationUS)*time.Microsecond) / float64(time.Second)
 				}
 				if res.errors() > 0 || res.Requests == 0 {
 					rep.problems = append(rep.problems, fmt.Sprintf("%s %s c=%d: %d requests, errors: connect %d read %d write %d non-2xx %d timeout %d",
@@ -385,7 +420,7 @@ func run(ctx context.Context, o options) error {
 					rep.problems = append(rep.problems, fmt.Sprintf("%s %s c=%d: other processes on the machine used %.2f CPU during the run",
 						t.name, b.name, c, rr.foreign))
 				}
-				row.res[t.name] = rr
+				row.res[t.name] = *rr
 				logf("%-8s %-28s c=%-4d %9.0f req/s  p50 %6dµs  p99 %6dµs  CPU µs/req: proxy %5.1f upstream %5.1f loadgen %5.1f; other processes %.2f CPU",
 					t.name, b.name, c, res.rps(), res.P50, res.P99, rr.cpuPerReq(), perReq(rr.upCPU, res.Requests), perReq(res.GenCPU, res.Requests), rr.foreign)
 			}
@@ -455,6 +490,26 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	return nil
+}
+
+// sliceRun splits a measured run of d into n slices of length slice (at
+// least a second, wrk's resolution); slice 0 means one piece.
+func sliceRun(d, slice time.Duration) (n int, length time.Duration) {
+	if slice <= 0 || slice >= d {
+		return 1, d
+	}
+	slice = max(slice.Round(time.Second), time.Second)
+	n = max(int((d+slice/2)/slice), 1)
+	return n, slice
+}
+
+// reversed returns ts in reverse order.
+func reversed(ts []target) []target {
+	r := make([]target, len(ts))
+	for i, t := range ts {
+		r[len(ts)-1-i] = t
+	}
+	return r
 }
 
 // measureStreams warms p with non-stream calls, then holds n idle

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+// fakeRun is a load result with the given latencies (µs).
+func fakeRun(lat ...int64) loadResult {
+	lat = slices.Sorted(slices.Values(lat))
+	r := loadResult{Requests: int64(len(lat)), DurationUS: 1e6, Max: lat[len(lat)-1], Quant: quantiles(lat)}
+	var sum int64
+	for _, v := range lat {
+		sum += v
+	}
+	r.Mean = float64(sum) / float64(len(lat))
+	return r
+}
+
+func repeat(v int64, n int) []int64 { return slices.Repeat([]int64{v}, n) }
+
+// TestMergeRuns: percentiles of slices merged are those of all the calls
+// together, so a slow slice moves the tail by its share of the calls.
+func TestMergeRuns(t *testing.T) {
+	fast := fakeRun(repeat(100, 990)...)
+	slow := fakeRun(append(repeat(100, 980), repeat(5000, 20)...)...)
+	m := mergeRuns([]loadResult{fast, slow})
+	if m.Requests != 1990 || m.DurationUS != 2e6 || m.Max != 5000 {
+		t.Errorf("merged totals = %d requests, %d µs, max %d", m.Requests, m.DurationUS, m.Max)
+	}
+	// 20 slow calls in 1990: 1 % of the calls is the 20th slowest.
+	if m.P50 != 100 || m.P99 != 5000 || m.P90 != 100 {
+		t.Errorf("merged p50/p90/p99 = %d/%d/%d, want 100/100/5000", m.P50, m.P90, m.P99)
+	}
+	two := mergeRuns([]loadResult{fast, fast})
+	if two.P99 != 100 || two.P50 != 100 || two.Requests != 1980 {
+		t.Errorf("a run merged with itself: p50 %d p99 %d, %d requests", two.P50, two.P99, two.Requests)
+	}
+	// Half the calls at 200 µs, half at 300: the median is the faster half's.
+	m = mergeRuns([]loadResult{fakeRun(repeat(200, 500)...), fakeRun(repeat(300, 500)...)})
+	if m.P50 != 200 || m.P99 != 300 || m.Mean != 250 {
+		t.Errorf("p50 %d p99 %d mean %v, want 200, 300, 250", m.P50, m.P99, m.Mean)
+	}
+}
