@@ -164,7 +164,7 @@ func BenchmarkFlush(b *testing.B) {
 					CostUSD: 0.0042, CostKnown: true, Latency: time.Second}
 			}
 			fl := flusher{expireEvery: time.Hour, expired: map[string]time.Time{}}
-			r2 := &Recorder{rdb: r.rdb, cfg: r.cfg, fl: fl}
+			r2 := &Recorder{rdb: r.rdb, cfg: r.cfg, fl: fl, ledger: r.ledger}
 			var cmds int
 			b.ReportAllocs()
 			for b.Loop() {
