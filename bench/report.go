@@ -174,7 +174,7 @@ func (r *report) markdown() string {
 		p("- Pinning: off; every process may use every CPU.\n")
 	}
 	if n, slice := sliceRun(r.opts.duration, r.opts.slice); n > 1 {
-		p("- Each load run: %v measured per target after %v of warm-up, in %d slices of %v taken by the targets in turn (A B B A …, so that noise on the machine lands on all alike; percentiles merged from each slice's distribution), closed loop (each connection sends its next call when the answer has ended). Run took %v.\n\n",
+		p("- Each load run: %v measured per target after %v of warm-up, closed loop (each connection sends its next call when the answer has ended); at one connection in %d slices of %v taken by the targets in turn (A B B A …, so that noise on the machine lands on all alike; percentiles merged from each slice's distribution). Run took %v.\n\n",
 			time.Duration(n)*slice, r.opts.warmup, n, slice, r.elapsed.Round(time.Second))
 	} else {
 		p("- Each load run: %v measured after %v of warm-up, closed loop (each connection sends its next call when the answer has ended). Run took %v.\n\n",
