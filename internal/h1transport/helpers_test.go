@@ -337,6 +337,19 @@ func keepAliveServer(tb testing.TB, answer func(c *rawConn, n int, s seen) (raw 
 	return s, reqs
 }
 
+// firstAnswerServer answers the first request on the first connection with
+// raw, keeping the connection open when keep, and every other request with
+// next.
+func firstAnswerServer(tb testing.TB, raw string, keep bool) (*rawServer, <-chan seen) {
+	tb.Helper()
+	return keepAliveServer(tb, func(c *rawConn, n int, _ seen) (string, bool) {
+		if c.id == 1 && n == 1 {
+			return raw, keep
+		}
+		return next, true
+	})
+}
+
 // okAnswer is a plain keep-alive 200 with body.
 func okAnswer(body string) string {
 	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)

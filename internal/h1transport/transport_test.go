@@ -303,12 +303,7 @@ func TestResponseBodies(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eachImpl(t, func(t *testing.T, im impl) {
-				srv, reqs := keepAliveServer(t, func(c *rawConn, n int, _ seen) (string, bool) {
-					if c.id == 1 && n == 1 {
-						return tt.answer, !tt.serverCloses
-					}
-					return next, true
-				})
+				srv, reqs := firstAnswerServer(t, tt.answer, !tt.serverCloses)
 				rt := im.transport(t, h1transport.Config{})
 
 				var got1xx []int
@@ -402,12 +397,7 @@ func TestBodyClosedEarly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			eachImpl(t, func(t *testing.T, im impl) {
-				srv, reqs := keepAliveServer(t, func(c *rawConn, n int, _ seen) (string, bool) {
-					if c.id == 1 && n == 1 {
-						return tt.answer, true
-					}
-					return next, true
-				})
+				srv, reqs := firstAnswerServer(t, tt.answer, true)
 				rt := im.transport(t, h1transport.Config{})
 				resp, err := get(t, rt, srv.url+"/first")
 				if err != nil {
@@ -650,12 +640,7 @@ func TestUpstreamFailures(t *testing.T) {
 	for _, tt := range malformed {
 		t.Run(tt.name, func(t *testing.T) {
 			eachImpl(t, func(t *testing.T, im impl) {
-				srv, reqs := keepAliveServer(t, func(c *rawConn, n int, _ seen) (string, bool) {
-					if c.id == 1 && n == 1 {
-						return tt.answer, !tt.serverCloses
-					}
-					return next, true
-				})
+				srv, reqs := firstAnswerServer(t, tt.answer, !tt.serverCloses)
 				rt := im.transport(t, h1transport.Config{})
 				resp, err := get(t, rt, srv.url+"/first")
 				if err == nil {
@@ -678,12 +663,7 @@ func TestUpstreamFailures(t *testing.T) {
 	}
 	t.Run("body cut short", func(t *testing.T) {
 		eachImpl(t, func(t *testing.T, im impl) {
-			srv, reqs := keepAliveServer(t, func(c *rawConn, n int, _ seen) (string, bool) {
-				if c.id == 1 && n == 1 {
-					return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", false
-				}
-				return next, true
-			})
+			srv, reqs := firstAnswerServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", false)
 			rt := im.transport(t, h1transport.Config{})
 			resp, err := get(t, rt, srv.url+"/first")
 			if err != nil {
