@@ -221,9 +221,9 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 	c.left = t.cfg.MaxResponseHeaderBytes
 	early := false           // answered before taking the whole request
 	var writing <-chan error // a large request's writer, still running
-	if r.ContentLength >= 0 && r.ContentLength <= concurrentWriteAbove {
+	if r.ContentLength >= 0 && r.ContentLength <= InlineWriteMax {
 		// The socket takes a small request whole: write, then wait.
-		if err := writeRequest(c.nc, r); err != nil {
+		if err := writeRequest(c, r); err != nil {
 			// The upstream may have answered and closed before taking
 			// the request (a 413, say): that answer is the one to relay.
 			if !peerClosed(err) || !answered(c) {
@@ -240,7 +240,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 		// written by a goroutine of its own while this one waits for
 		// the answer, as net/http's Transport always does.
 		werr := make(chan error, 1)
-		go func() { werr <- writeRequest(c.nc, r) }()
+		go func() { werr <- writeRequest(c, r) }()
 		_, perr := c.br.Peek(1)
 		select {
 		case err := <-werr:
@@ -383,6 +383,39 @@ func (b *body) abort() {
 }
 
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+
+// writeSide is a conn as a request's writer sees it. A body larger than
+// the write buffer is copied through a pooled buffer, where net.TCPConn's
+// ReadFrom would allocate 32 KiB for each (http.Request.Write hands it the
+// body inside an io.LimitedReader, which hides any WriterTo).
+type writeSide conn
+
+func (w *writeSide) Write(p []byte) (int, error) { return w.nc.Write(p) }
+
+func (w *writeSide) ReadFrom(r io.Reader) (int64, error) {
+	bp := bodyCopyBuffers.Get().(*[]byte)
+	defer bodyCopyBuffers.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			m, werr := w.nc.Write(buf[:k])
+			n += int64(m)
+			if werr != nil {
+				return n, werr
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+var bodyCopyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
 func (t *Transport) dial(ctx context.Context, key string) (*conn, error) {
 	nc, err := t.dialer.DialContext(ctx, "tcp", key)
@@ -535,15 +568,18 @@ func replayable(req *http.Request) bool {
 	return k1 || k2
 }
 
-// concurrentWriteAbove is the body size above which a request is written
-// by a goroutine of its own (see exchange).
-const concurrentWriteAbove = 256 << 10
+// InlineWriteMax is the largest body RoundTrip writes itself, before it
+// reads the answer; a larger one is written by a goroutine of its own
+// (see exchange) that may still read it after RoundTrip has returned.
+// Callers may reuse a body of at most InlineWriteMax bytes, sent over
+// plain http:// without an upgrade, once RoundTrip has returned.
+const InlineWriteMax = 256 << 10
 
-// writeRequest writes r through a pooled buffer: headers and a small
-// body leave in one write.
-func writeRequest(w io.Writer, r *http.Request) error {
+// writeRequest writes r on c through a pooled buffer: headers and a
+// small body leave in one write.
+func writeRequest(c *conn, r *http.Request) error {
 	bw := writers.Get().(*bufio.Writer)
-	bw.Reset(w)
+	bw.Reset((*writeSide)(c))
 	err := r.Write(bw)
 	if err == nil {
 		err = bw.Flush()

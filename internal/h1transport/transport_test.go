@@ -23,6 +23,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -552,10 +553,18 @@ func errString(err error) string {
 	return " (error: " + err.Error() + ")"
 }
 
-// TestLargeBodies: a 1 MiB request and a 4 MiB answer arrive intact in
-// both framings, and the connection is reused after them.
+// TestLargeBodies: requests of 100 KiB (written inline, through the
+// pooled copy buffer) and 1 MiB (written by a goroutine of its own), and
+// a 4 MiB answer, arrive intact in both framings, and the connection is
+// reused after them.
 func TestLargeBodies(t *testing.T) {
-	reqBody := randomBytes(1 << 20)
+	for _, size := range []int{100 << 10, 1 << 20} {
+		t.Run(fmt.Sprintf("request=%dKiB", size>>10), func(t *testing.T) { testLargeBodies(t, size) })
+	}
+}
+
+func testLargeBodies(t *testing.T, size int) {
+	reqBody := randomBytes(size)
 	respBody := randomBytes(4 << 20)
 	eachImpl(t, func(t *testing.T, im impl) {
 		got := make(chan [32]byte, 4)
@@ -594,6 +603,85 @@ func TestLargeBodies(t *testing.T) {
 			t.Errorf("server accepted %d connections for two sequential requests, want 1", n)
 		}
 	})
+}
+
+// TestInlineBodyDone: a body of at most InlineWriteMax bytes is finished
+// with (read to its end, or closed) when RoundTrip returns, so that the
+// caller may reuse its buffer: on a new connection, after the pooled one
+// died, and on a pooled one.
+func TestInlineBodyDone(t *testing.T) {
+	for _, size := range []int{1, 100 << 10, h1transport.InlineWriteMax} {
+		t.Run(fmt.Sprintf("size=%d", size), func(t *testing.T) {
+			srv, _, closeIdle := staleServer(t)
+			defer srv.close()
+			rt := impl{ours: true}.transport(t, h1transport.Config{})
+			body := randomBytes(size)
+			var mu sync.Mutex
+			var readers []*trackedBody
+			newReq := func() *http.Request {
+				req := newRequest(t, http.MethodPost, srv.url+"/", nil)
+				req.Header["Idempotency-Key"] = nil // may be replayed
+				req.ContentLength = int64(size)
+				req.GetBody = func() (io.ReadCloser, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					tb := &trackedBody{r: bytes.NewReader(body)}
+					readers = append(readers, tb)
+					return tb, nil
+				}
+				req.Body, _ = req.GetBody()
+				return req
+			}
+			for call := range 3 {
+				resp, err := roundTrip(t, rt, newReq())
+				if err != nil {
+					t.Fatalf("call %d: RoundTrip: %v", call+1, err)
+				}
+				mu.Lock()
+				for i, r := range readers {
+					if !r.finished() {
+						t.Errorf("call %d: body reader %d of %d is still open and unread when RoundTrip returned", call+1, i+1, len(readers))
+					}
+				}
+				mu.Unlock()
+				readClose(t, resp)
+				if call == 0 {
+					closeIdle() // the next call finds its pooled connection dead
+				}
+			}
+		})
+	}
+}
+
+// trackedBody reports whether it was read to its end or closed.
+type trackedBody struct {
+	mu     sync.Mutex
+	r      *bytes.Reader
+	eof    bool
+	closed bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	return nil
+}
+
+func (b *trackedBody) finished() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof || b.closed || b.r.Len() == 0
 }
 
 func randomBytes(n int) []byte {
