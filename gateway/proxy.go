@@ -198,6 +198,7 @@ type call struct {
 	clientIP  string
 	status    int
 	body      *meteredBody // the answer's body, once headers arrived
+	bodyBuf   *bodyBuf     // the request's body, held for replay
 	// budget is the spend cap that binds the caller, nil without one.
 	budget     *budget
 	spendGroup string // the llmgate_spend_usd_total label
@@ -221,6 +222,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 		return
 	}
 	defer c.keepalive.stop()
+	defer c.bodyBuf.release()
 	w = c.keepalive
 	// The call is recorded and logged here, once the answer is out, rather
 	// than where its body ends deep inside the reverse proxy: that keeps
@@ -279,10 +281,40 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 		}
 	}
 
-	body, ok := s.readBody(w, r, c)
+	bb, ok := s.readBody(w, r, c)
 	if !ok {
 		return nil, r
 	}
+	var body []byte
+	if bb != nil {
+		body = bb.b
+	}
+	if !s.admitBody(w, r, c, body) {
+		bb.release()
+		return nil, r
+	}
+	if s.proxyCfg.InjectUser && len(body) > 0 {
+		if in := injectUser(body, cl.Email, c.anthropic); &in[0] != &body[0] {
+			bb.release()
+			bb, body = &bodyBuf{b: in, class: -1}, in
+		}
+	}
+	if bb != nil {
+		c.bodyBuf = bb // released by proxy once the call has ended
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		r.ContentLength = int64(len(body))
+	}
+	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
+	c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+	return c, r
+}
+
+// admitBody runs the checks that read the request body: the model
+// allowlists and the rate and spend limits. It reports whether the call
+// may go on; if not, the refusal is written.
+func (s *Server) admitBody(w http.ResponseWriter, r *http.Request, c *call, body []byte) bool {
+	cl := c.claims
 	policyModels := c.policy != nil && len(c.policy.Models) > 0
 	if len(cl.Models) > 0 || policyModels || s.proxyCfg.InjectUser || s.proxyCfg.Spend.Prices != nil {
 		c.model, _ = topLevelString(body, "model")
@@ -298,27 +330,15 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 			msg = fmt.Sprintf("model %q is not allowed for %s by the gateway's policy; choose one of: %s", c.model, cl.Email, strings.Join(c.policy.Models, ", "))
 		}
 		s.refuse(w, r, c, status, typ, "model_not_allowed", msg, "model not allowed")
-		return nil, r
+		return false
 	}
-	if !s.checkLimits(w, r, c) {
-		return nil, r
-	}
-	if s.proxyCfg.InjectUser && len(body) > 0 {
-		body = injectUser(body, cl.Email, c.anthropic)
-	}
-	if body != nil {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-		r.ContentLength = int64(len(body))
-	}
-	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
-	c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
-	return c, r
+	return s.checkLimits(w, r, c)
 }
 
 // readBody reads the request body once, within MaxBody, so that it can be
-// replayed if a pooled upstream connection turns out to be dead.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) ([]byte, bool) {
+// replayed if a pooled upstream connection turns out to be dead. A nil
+// buffer means there is no body; the caller releases the buffer.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (*bodyBuf, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, true
 	}
@@ -327,15 +347,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) ([]by
 		s.tooLarge(w, r, c)
 		return nil, false
 	}
-	var buf []byte
 	if r.ContentLength > 0 {
-		buf = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
+		bb := newBodyBuf(int(r.ContentLength), reusableBody(r, c.up))
+		if _, err := io.ReadFull(r.Body, bb.b); err != nil {
+			bb.release()
 			s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
 				"the request body ended early", "body read: "+err.Error())
 			return nil, false
 		}
-		return buf, true
+		return bb, true
 	}
 	buf, err := io.ReadAll(io.LimitReader(r.Body, max+1))
 	if err != nil {
@@ -347,7 +367,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) ([]by
 		s.tooLarge(w, r, c)
 		return nil, false
 	}
-	return buf, true
+	return &bodyBuf{b: buf, class: -1}, true
+}
+
+// reusableBody reports whether the body of r, forwarded to up, is written
+// inline by h1transport, so that its buffer may be reused once the
+// reverse proxy has returned (see bodyBuf).
+func reusableBody(r *http.Request, up *upstream) bool {
+	return up.URL.Scheme == "http" && r.ContentLength <= h1transport.InlineWriteMax &&
+		r.Header["Upgrade"] == nil && r.Header["Connection"] == nil
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, c *call) {

@@ -1,0 +1,53 @@
+package gateway
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// Request bodies are held in memory for the model check and for replay
+// (SPEC §4). Claude Code sends 100 KB or more on every call, so their
+// buffers are pooled by size class rather than allocated, zeroed and
+// collected per call.
+//
+// A buffer may go back to its pool only when nothing can read it any
+// more. That is known for a body h1transport writes inline (at most
+// h1transport.InlineWriteMax bytes to a plain http:// upstream, no
+// upgrade): once the reverse proxy has returned. net/http's transport (TLS
+// upstreams) and h1transport's writer of larger bodies may read a body
+// after RoundTrip returns, so those bodies are allocated as before.
+const (
+	minPooledBody = 16 << 10 // smaller bodies are cheap to allocate
+	bodyClasses   = 5        // 16, 32, 64, 128, 256 KiB
+)
+
+var bodyPools [bodyClasses]sync.Pool
+
+// A bodyBuf holds one request body.
+type bodyBuf struct {
+	b     []byte
+	class int // index into bodyPools, or -1: not pooled
+}
+
+// newBodyBuf returns a buffer of n bytes, with undefined contents, from
+// the pools when pooled is set and n is in a pooled class.
+func newBodyBuf(n int, pooled bool) *bodyBuf {
+	if !pooled || n < minPooledBody || n > minPooledBody<<(bodyClasses-1) {
+		return &bodyBuf{b: make([]byte, n), class: -1}
+	}
+	class := bits.Len(uint(n-1)) - bits.Len(minPooledBody-1)
+	bb, _ := bodyPools[class].Get().(*bodyBuf)
+	if bb == nil {
+		bb = &bodyBuf{b: make([]byte, minPooledBody<<class), class: class}
+	}
+	bb.b = bb.b[:n]
+	return bb
+}
+
+// release returns a pooled buffer to its pool; bb must not be used after.
+func (bb *bodyBuf) release() {
+	if bb != nil && bb.class >= 0 {
+		bb.b = bb.b[:cap(bb.b)]
+		bodyPools[bb.class].Put(bb)
+	}
+}
