@@ -21,33 +21,35 @@ const (
 	bodyClasses   = 5        // 16, 32, 64, 128, 256 KiB
 )
 
-var bodyPools [bodyClasses]sync.Pool
+var bodyPools [bodyClasses]sync.Pool // of *[]byte
 
 // A bodyBuf holds one request body.
 type bodyBuf struct {
 	b     []byte
-	class int // index into bodyPools, or -1: not pooled
+	pool  *[]byte // the pooled buffer b is from, or nil
+	class int     // pool's index into bodyPools
 }
 
 // newBodyBuf returns a buffer of n bytes, with undefined contents, from
 // the pools when pooled is set and n is in a pooled class.
-func newBodyBuf(n int, pooled bool) *bodyBuf {
+func newBodyBuf(n int, pooled bool) bodyBuf {
 	if !pooled || n < minPooledBody || n > minPooledBody<<(bodyClasses-1) {
-		return &bodyBuf{b: make([]byte, n), class: -1}
+		return bodyBuf{b: make([]byte, n)}
 	}
 	class := bits.Len(uint(n-1)) - bits.Len(minPooledBody-1)
-	bb, _ := bodyPools[class].Get().(*bodyBuf)
-	if bb == nil {
-		bb = &bodyBuf{b: make([]byte, minPooledBody<<class), class: class}
+	p, _ := bodyPools[class].Get().(*[]byte)
+	if p == nil {
+		b := make([]byte, minPooledBody<<class)
+		p = &b
 	}
-	bb.b = bb.b[:n]
-	return bb
+	return bodyBuf{b: (*p)[:n], pool: p, class: class}
 }
 
-// release returns a pooled buffer to its pool; bb must not be used after.
+// release returns a pooled buffer to its pool; bb.b must not be used
+// after. Releasing twice, or an unpooled buffer, does nothing.
 func (bb *bodyBuf) release() {
-	if bb != nil && bb.class >= 0 {
-		bb.b = bb.b[:cap(bb.b)]
-		bodyPools[bb.class].Put(bb)
+	if bb.pool != nil {
+		bodyPools[bb.class].Put(bb.pool)
+		bb.pool, bb.b = nil, nil
 	}
 }

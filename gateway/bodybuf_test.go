@@ -158,13 +158,21 @@ func TestBodyBufClasses(t *testing.T) {
 	} {
 		t.Run(strconv.Itoa(tc.n)+fmt.Sprint(tc.pooled), func(t *testing.T) {
 			bb := newBodyBuf(tc.n, tc.pooled)
-			if len(bb.b) != tc.n || bb.class != tc.class {
-				t.Fatalf("newBodyBuf(%d, %v): %d bytes, class %d; want %d bytes, class %d", tc.n, tc.pooled, len(bb.b), bb.class, tc.n, tc.class)
+			class := -1
+			if bb.pool != nil {
+				class = bb.class
+			}
+			if len(bb.b) != tc.n || class != tc.class {
+				t.Fatalf("newBodyBuf(%d, %v): %d bytes, class %d; want %d bytes, class %d (-1: not pooled)", tc.n, tc.pooled, len(bb.b), class, tc.n, tc.class)
 			}
 			if tc.class >= 0 && cap(bb.b) != minPooledBody<<tc.class {
 				t.Errorf("class %d buffer holds %d bytes, want %d", tc.class, cap(bb.b), minPooledBody<<tc.class)
 			}
 			bb.release()
+			bb.release() // a second release must not pool the buffer twice
+			if tc.class >= 0 && (bb.pool != nil || bb.b != nil) {
+				t.Errorf("after release the bodyBuf still holds its pooled buffer")
+			}
 		})
 	}
 }

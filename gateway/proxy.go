@@ -198,7 +198,7 @@ type call struct {
 	clientIP  string
 	status    int
 	body      *meteredBody // the answer's body, once headers arrived
-	bodyBuf   *bodyBuf     // the request's body, held for replay
+	bodyBuf   bodyBuf      // the request's body, held for replay
 	// budget is the spend cap that binds the caller, nil without one.
 	budget     *budget
 	spendGroup string // the llmgate_spend_usd_total label
@@ -285,10 +285,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 	if !ok {
 		return nil, r
 	}
-	var body []byte
-	if bb != nil {
-		body = bb.b
-	}
+	body := bb.b // nil: no body
 	if !s.admitBody(w, r, c, body) {
 		bb.release()
 		return nil, r
@@ -296,10 +293,10 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 	if s.proxyCfg.InjectUser && len(body) > 0 {
 		if in := injectUser(body, cl.Email, c.anthropic); &in[0] != &body[0] {
 			bb.release()
-			bb, body = &bodyBuf{b: in, class: -1}, in
+			bb, body = bodyBuf{b: in}, in
 		}
 	}
-	if bb != nil {
+	if body != nil {
 		c.bodyBuf = bb // released by proxy once the call has ended
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -338,14 +335,14 @@ func (s *Server) admitBody(w http.ResponseWriter, r *http.Request, c *call, body
 // readBody reads the request body once, within MaxBody, so that it can be
 // replayed if a pooled upstream connection turns out to be dead. A nil
 // buffer means there is no body; the caller releases the buffer.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (*bodyBuf, bool) {
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (bodyBuf, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return nil, true
+		return bodyBuf{}, true
 	}
 	max := s.proxyCfg.MaxBody
 	if r.ContentLength > max {
 		s.tooLarge(w, r, c)
-		return nil, false
+		return bodyBuf{}, false
 	}
 	if r.ContentLength > 0 {
 		bb := newBodyBuf(int(r.ContentLength), reusableBody(r, c.up))
@@ -353,7 +350,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (*bod
 			bb.release()
 			s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
 				"the request body ended early", "body read: "+err.Error())
-			return nil, false
+			return bodyBuf{}, false
 		}
 		return bb, true
 	}
@@ -361,13 +358,13 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (*bod
 	if err != nil {
 		s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
 			"the request body could not be read", "body read: "+err.Error())
-		return nil, false
+		return bodyBuf{}, false
 	}
 	if int64(len(buf)) > max {
 		s.tooLarge(w, r, c)
-		return nil, false
+		return bodyBuf{}, false
 	}
-	return &bodyBuf{b: buf, class: -1}, true
+	return bodyBuf{b: buf}, true
 }
 
 // reusableBody reports whether the body of r, forwarded to up, is written
