@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/llmgate/llmgate/internal/devstack"
+	"github.com/llmgate/llmgate/internal/logbuf"
 )
 
 const devSummary = `Run llmgate with everything embedded, like 'vault server -dev': an in-memory
@@ -30,6 +31,9 @@ func cmdDev(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
+	lw := logbuf.New(stderr, 0, 0) // see cmdServe
+	defer lw.Close()
+	stderr = lw
 	log := newLogger(*logFormat, stderr)
 
 	ln, err := net.Listen("tcp", *listen)

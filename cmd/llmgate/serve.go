@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmgate/llmgate/gateway"
 	"github.com/llmgate/llmgate/internal/audit"
+	"github.com/llmgate/llmgate/internal/logbuf"
 	"github.com/llmgate/llmgate/internal/redisconn"
 	"github.com/llmgate/llmgate/internal/usage"
 	"github.com/llmgate/llmgate/internal/users"
@@ -35,6 +36,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "llmgate serve: configuration is not valid:\n%v\n\nRun 'llmgate serve --help' for every setting.\n", err)
 		return exitUsage
 	}
+	// Every write to stderr from here on goes through one buffer, so that
+	// logging a call never holds the call up, and lines stay in order.
+	lw := logbuf.New(stderr, 0, 0)
+	defer lw.Close()
+	stderr = lw
 	log := newLogger(cfg.LogFormat, stderr)
 	for _, w := range warnings {
 		log.Warn(w)
