@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -28,11 +27,6 @@ import (
 // as sent: a buffer reused while a call still needed it would mix calls'
 // bodies (and the race detector would report it).
 func TestProxyBodiesArriveIntact(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var mu sync.Mutex
 	dropped := map[[32]byte]bool{}
 	drop := func(sum [32]byte) bool {
@@ -44,39 +38,28 @@ func TestProxyBodiesArriveIntact(t *testing.T) {
 		dropped[sum] = true
 		return true
 	}
-	go func() {
-		for {
-			conn, err := ln.Accept()
+	up := newConnUpstream(t, func(conn net.Conn, rd *bufio.Reader) {
+		for n := 1; ; n++ {
+			req, err := http.ReadRequest(rd)
 			if err != nil {
 				return
 			}
-			go func(conn net.Conn) {
-				defer conn.Close()
-				rd := bufio.NewReader(conn)
-				for n := 1; ; n++ {
-					req, err := http.ReadRequest(rd)
-					if err != nil {
-						return
-					}
-					b, err := io.ReadAll(req.Body)
-					if err != nil {
-						return
-					}
-					sum := sha256.Sum256(b)
-					if n > 1 && drop(sum) {
-						return // the stale keep-alive race: read, then dropped
-					}
-					resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1,
-						Header:        http.Header{"Content-Type": {"application/json"}, "X-Body-Sha256": {hex.EncodeToString(sum[:])}},
-						ContentLength: 2, Body: io.NopCloser(bytes.NewReader([]byte("{}")))}
-					if resp.Write(conn) != nil {
-						return
-					}
-				}
-			}(conn)
+			b, err := io.ReadAll(req.Body)
+			if err != nil {
+				return
+			}
+			sum := sha256.Sum256(b)
+			if n > 1 && drop(sum) {
+				return // the stale keep-alive race: read, then dropped
+			}
+			resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1,
+				Header:        http.Header{"Content-Type": {"application/json"}, "X-Body-Sha256": {hex.EncodeToString(sum[:])}},
+				ContentLength: 2, Body: io.NopCloser(bytes.NewReader([]byte("{}")))}
+			if resp.Write(conn) != nil {
+				return
+			}
 		}
-	}()
-	up, _ := url.Parse("http://" + ln.Addr().String())
+	})
 	h := newHarness(t, redistest.Mini(t), func(s *setup) {
 		s.proxy.Upstreams = []Upstream{{Name: "dropping", URL: up, Paths: []string{"/v1/"}}}
 	})

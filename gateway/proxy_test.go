@@ -523,6 +523,32 @@ func TestProxySSEHeadersFirst(t *testing.T) {
 	}
 }
 
+// newConnUpstream serves each connection accepted on loopback with serve,
+// for upstreams that misbehave below HTTP (dropping a kept-alive
+// connection), and returns its URL.
+func newConnUpstream(tb testing.TB, serve func(conn net.Conn, rd *bufio.Reader)) *url.URL {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				serve(conn, bufio.NewReader(conn))
+			}()
+		}
+	}()
+	u, _ := url.Parse("http://" + ln.Addr().String())
+	return u
+}
+
 // newRawUpstream serves handler on loopback and returns its URL.
 func newRawUpstream(tb testing.TB, handler http.HandlerFunc) *url.URL {
 	tb.Helper()
@@ -706,39 +732,23 @@ func TestProxyPassThrough(t *testing.T) {
 // the request: the body was read before dialling, so the gateway sends it
 // again on a fresh connection.
 func TestProxyStaleKeepAlive(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	var served atomic.Int32
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(conn net.Conn) {
-				defer conn.Close()
-				rd := bufio.NewReader(conn)
-				// Answer the first request and keep the connection alive...
-				req, err := http.ReadRequest(rd)
-				if err != nil {
-					return
-				}
-				b, _ := io.ReadAll(req.Body)
-				served.Add(1)
-				resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{"Content-Type": {"application/json"}},
-					ContentLength: int64(len(b)), Body: io.NopCloser(strings.NewReader(string(b)))}
-				resp.Write(conn)
-				// ...then drop it when the next request comes, unanswered.
-				if req, err := http.ReadRequest(rd); err == nil {
-					io.ReadAll(req.Body)
-				}
-			}(conn)
+	up := newConnUpstream(t, func(conn net.Conn, rd *bufio.Reader) {
+		// Answer the first request and keep the connection alive...
+		req, err := http.ReadRequest(rd)
+		if err != nil {
+			return
 		}
-	}()
-	up, _ := url.Parse("http://" + ln.Addr().String())
+		b, _ := io.ReadAll(req.Body)
+		served.Add(1)
+		resp := &http.Response{StatusCode: 200, ProtoMajor: 1, ProtoMinor: 1, Header: http.Header{"Content-Type": {"application/json"}},
+			ContentLength: int64(len(b)), Body: io.NopCloser(strings.NewReader(string(b)))}
+		resp.Write(conn)
+		// ...then drop it when the next request comes, unanswered.
+		if req, err := http.ReadRequest(rd); err == nil {
+			io.ReadAll(req.Body)
+		}
+	})
 	h := newHarness(t, redistest.Mini(t), func(s *setup) {
 		s.proxy.Upstreams = []Upstream{{Name: "flaky-keepalive", URL: up, Paths: []string{"/v1/"}}}
 	})
