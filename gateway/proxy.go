@@ -333,8 +333,8 @@ func (s *Server) admitBody(w http.ResponseWriter, r *http.Request, c *call, body
 }
 
 // readBody reads the request body once, within MaxBody, so that it can be
-// replayed if a pooled upstream connection turns out to be dead. A nil
-// buffer means there is no body; the caller releases the buffer.
+// replayed if a pooled upstream connection turns out to be dead. A buffer
+// holding nil means there is no body; the caller releases the buffer.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (bodyBuf, bool) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return bodyBuf{}, true
@@ -369,10 +369,11 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (body
 
 // reusableBody reports whether the body of r, forwarded to up, is written
 // inline by h1transport, so that its buffer may be reused once the
-// reverse proxy has returned (see bodyBuf).
+// reverse proxy has returned (see bodyBuf). h1transport hands upgrades to
+// net/http's transport; the reverse proxy forwards one only when the
+// caller sent an Upgrade header (it drops Connection, hop-by-hop, else).
 func reusableBody(r *http.Request, up *upstream) bool {
-	return up.URL.Scheme == "http" && r.ContentLength <= h1transport.InlineWriteMax &&
-		r.Header["Upgrade"] == nil && r.Header["Connection"] == nil
+	return up.URL.Scheme == "http" && r.ContentLength <= h1transport.InlineWriteMax && r.Header["Upgrade"] == nil
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, c *call) {
