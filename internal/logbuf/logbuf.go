@@ -47,7 +47,6 @@ type Writer struct {
 
 	kick    chan struct{} // capacity 1: the buffer went from empty to not
 	full    chan struct{} // capacity 1: writeAt bytes are waiting
-	flushes chan chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
@@ -67,7 +66,6 @@ func New(out io.Writer, delay time.Duration, limit int) *Writer {
 		out: out, delay: delay, limit: limit,
 		kick:    make(chan struct{}, 1),
 		full:    make(chan struct{}, 1),
-		flushes: make(chan chan struct{}),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -103,16 +101,6 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Flush writes everything queued before it, and returns once it has been.
-func (w *Writer) Flush() {
-	done := make(chan struct{})
-	select {
-	case w.flushes <- done:
-		<-done
-	case <-w.stopped:
-	}
-}
-
 // Close writes what is queued and stops the writer goroutine; later
 // writes go to the output directly.
 func (w *Writer) Close() error {
@@ -125,41 +113,29 @@ func (w *Writer) Close() error {
 
 func (w *Writer) run() {
 	defer close(w.stopped)
-	var timer *time.Timer
+	timer := time.NewTimer(w.delay)
+	timer.Stop()
 	for {
 		select {
 		case <-w.kick:
 		case <-w.full:
-		case done := <-w.flushes:
-			w.writeOut()
-			close(done)
-			continue
 		case <-w.stop:
 			w.finish()
 			return
 		}
-		// A batch has begun: let it gather for the delay, unless it grew
-		// large already or someone needs it written.
-		if timer == nil {
-			timer = time.NewTimer(w.delay)
-		} else {
-			timer.Reset(w.delay)
-		}
+		// A batch has begun: let it gather for the delay, unless it grows
+		// large first.
+		timer.Reset(w.delay)
 		select {
 		case <-timer.C:
-			w.writeOut()
 		case <-w.full:
 			timer.Stop()
-			w.writeOut()
-		case done := <-w.flushes:
-			timer.Stop()
-			w.writeOut()
-			close(done)
 		case <-w.stop:
 			timer.Stop()
 			w.finish()
 			return
 		}
+		w.writeOut()
 	}
 }
 

@@ -48,7 +48,7 @@ func (s *sink) count() int {
 
 // TestBatchesArriveInOrder: lines written by many goroutines all reach
 // the output, each whole, each goroutine's in its order, in fewer writes
-// than lines, and without Flush once the delay has passed.
+// than lines, and without Close once the delay has passed.
 func TestBatchesArriveInOrder(t *testing.T) {
 	out := newSink()
 	w := New(out, 20*time.Millisecond, 0)
@@ -69,7 +69,7 @@ func TestBatchesArriveInOrder(t *testing.T) {
 		select {
 		case <-out.written:
 		case <-deadline:
-			t.Fatalf("after %s, %d of %d lines reached the output (no Flush)", waitFor, strings.Count(out.all(), "\n"), want)
+			t.Fatalf("after %s, %d of %d lines reached the output (before Close)", waitFor, strings.Count(out.all(), "\n"), want)
 		}
 	}
 	next := make([]int, goroutines)
@@ -89,16 +89,11 @@ func TestBatchesArriveInOrder(t *testing.T) {
 	}
 }
 
-// TestFlushAndClose: Flush returns once what was written reached the
-// output; Close writes what is left, and later writes go straight out.
-func TestFlushAndClose(t *testing.T) {
+// TestClose: Close writes what is left, and later writes go straight out.
+func TestClose(t *testing.T) {
 	out := newSink()
 	w := New(out, time.Hour, 0) // nothing is written by the delay here
 	w.Write([]byte("one\n"))
-	w.Flush()
-	if got := out.all(); got != "one\n" {
-		t.Fatalf("after Flush the output has %q, want %q", got, "one\n")
-	}
 	w.Write([]byte("two\n"))
 	w.Close()
 	if got := out.all(); got != "one\ntwo\n" {
@@ -109,7 +104,6 @@ func TestFlushAndClose(t *testing.T) {
 		t.Fatalf("a write after Close left the output with %q, want it written at once", got)
 	}
 	w.Close() // a second Close is harmless
-	w.Flush() // as is a Flush after Close
 }
 
 // TestSlowOutputHoldsBackNothing: while the output is blocked, writes
