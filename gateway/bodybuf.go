@@ -11,11 +11,11 @@ import (
 // collected per call.
 //
 // A buffer may go back to its pool only when nothing can read it any
-// more. That is known for a body h1transport writes inline (at most
-// h1transport.InlineWriteMax bytes to a plain http:// upstream, no
-// upgrade): once the reverse proxy has returned. net/http's transport (TLS
-// upstreams) and h1transport's writer of larger bodies may read a body
-// after RoundTrip returns, so those bodies are allocated as before.
+// more. That is known for a body h1transport writes inline
+// (h1transport.WritesInline): once the reverse proxy has returned.
+// net/http's transport (TLS upstreams, upgrades) and h1transport's writer
+// of larger bodies may read a body after RoundTrip returns, so those
+// bodies are allocated as before.
 const (
 	minPooledBody = 16 << 10 // smaller bodies are cheap to allocate
 	bodyClasses   = 5        // 16, 32, 64, 128, 256 KiB

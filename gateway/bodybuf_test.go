@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -156,35 +155,6 @@ func TestBodyBufClasses(t *testing.T) {
 			bb.release() // a second release must not pool the buffer twice
 			if tc.class >= 0 && (bb.pool != nil || bb.b != nil) {
 				t.Errorf("after release the bodyBuf still holds its pooled buffer")
-			}
-		})
-	}
-}
-
-// TestReusableBody: which calls' bodies may come from the pools — those
-// h1transport writes inline. Clients that name keep-alive in Connection
-// (Node's, so Claude Code) are among them.
-func TestReusableBody(t *testing.T) {
-	plain := &upstream{Upstream: Upstream{URL: &url.URL{Scheme: "http", Host: "127.0.0.1:4000"}}}
-	tls := &upstream{Upstream: Upstream{URL: &url.URL{Scheme: "https", Host: "api.example.com"}}}
-	for _, tc := range []struct {
-		name string
-		up   *upstream
-		size int64
-		hdr  http.Header
-		want bool
-	}{
-		{"plain", plain, 100 << 10, http.Header{}, true},
-		{"keep-alive named", plain, 100 << 10, http.Header{"Connection": {"keep-alive"}}, true},
-		{"largest inline", plain, h1transport.InlineWriteMax, http.Header{}, true},
-		{"written by its own goroutine", plain, h1transport.InlineWriteMax + 1, http.Header{}, false},
-		{"TLS upstream (net/http)", tls, 100 << 10, http.Header{}, false},
-		{"upgrade (net/http)", plain, 100 << 10, http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := &http.Request{ContentLength: tc.size, Header: tc.hdr}
-			if got := reusableBody(r, tc.up); got != tc.want {
-				t.Errorf("reusableBody = %v, want %v", got, tc.want)
 			}
 		})
 	}

@@ -291,6 +291,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 		return nil, r
 	}
 	if s.proxyCfg.InjectUser && len(body) > 0 {
+		// injectUser returns body itself when it is not a JSON object.
 		if in := injectUser(body, cl.Email, c.anthropic); &in[0] != &body[0] {
 			bb.release()
 			bb, body = bodyBuf{b: in}, in
@@ -345,7 +346,10 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (body
 		return bodyBuf{}, false
 	}
 	if r.ContentLength > 0 {
-		bb := newBodyBuf(int(r.ContentLength), reusableBody(r, c.up))
+		// The reverse proxy forwards the method and the body as they came,
+		// and an upgrade only when the caller asked for one.
+		reusable := h1transport.WritesInline(c.up.URL, r.Method, r.Header, r.ContentLength)
+		bb := newBodyBuf(int(r.ContentLength), reusable)
 		if _, err := io.ReadFull(r.Body, bb.b); err != nil {
 			bb.release()
 			s.refuse(w, r, c, http.StatusBadRequest, "invalid_request_error", "body_read",
@@ -365,15 +369,6 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, c *call) (body
 		return bodyBuf{}, false
 	}
 	return bodyBuf{b: buf}, true
-}
-
-// reusableBody reports whether the body of r, forwarded to up, is written
-// inline by h1transport, so that its buffer may be reused once the
-// reverse proxy has returned (see bodyBuf). h1transport hands upgrades to
-// net/http's transport; the reverse proxy forwards one only when the
-// caller sent an Upgrade header (it drops Connection, hop-by-hop, else).
-func reusableBody(r *http.Request, up *upstream) bool {
-	return up.URL.Scheme == "http" && r.ContentLength <= h1transport.InlineWriteMax && r.Header["Upgrade"] == nil
 }
 
 func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, c *call) {

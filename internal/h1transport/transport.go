@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,7 +136,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("h1transport: request has no URL")
 	}
-	if req.URL.Scheme != "http" || req.Method == http.MethodConnect || isUpgrade(req.Header) {
+	if !handles(req.URL, req.Method, req.Header) {
 		if t.cfg.Fallback == nil {
 			closeBody(req)
 			return nil, fmt.Errorf("h1transport: cannot send %s %s: only plain http:// requests without an upgrade are handled here, and no fallback transport is set", req.Method, req.URL.Redacted())
@@ -221,7 +222,7 @@ func (t *Transport) exchange(ctx context.Context, c *conn, r, orig *http.Request
 	c.left = t.cfg.MaxResponseHeaderBytes
 	early := false           // answered before taking the whole request
 	var writing <-chan error // a large request's writer, still running
-	if r.ContentLength >= 0 && r.ContentLength <= InlineWriteMax {
+	if inline(r.ContentLength) {
 		// The socket takes a small request whole: write, then wait.
 		if err := writeRequest(c, r); err != nil {
 			// The upstream may have answered and closed before taking
@@ -571,9 +572,24 @@ func replayable(req *http.Request) bool {
 // InlineWriteMax is the largest body RoundTrip writes itself, before it
 // reads the answer; a larger one is written by a goroutine of its own
 // (see exchange) that may still read it after RoundTrip has returned.
-// Callers may reuse a body of at most InlineWriteMax bytes, sent over
-// plain http:// without an upgrade, once RoundTrip has returned.
 const InlineWriteMax = 256 << 10
+
+// handles reports whether RoundTrip sends a request itself rather than
+// through the fallback transport.
+func handles(u *url.URL, method string, h http.Header) bool {
+	return u.Scheme == "http" && method != http.MethodConnect && !isUpgrade(h)
+}
+
+func inline(contentLength int64) bool { return contentLength >= 0 && contentLength <= InlineWriteMax }
+
+// WritesInline reports whether RoundTrip writes the body of a request to
+// u, with this method, header and body length, before it reads the
+// answer, so that nothing reads the body once RoundTrip has returned and
+// the caller may reuse its buffer. The fallback transport (TLS, upgrades,
+// CONNECT) and a body above InlineWriteMax give no such promise.
+func WritesInline(u *url.URL, method string, h http.Header, contentLength int64) bool {
+	return handles(u, method, h) && inline(contentLength)
+}
 
 // writeRequest writes r on c through a pooled buffer: headers and a
 // small body leave in one write.

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -651,6 +652,38 @@ func TestInlineBodyDone(t *testing.T) {
 				if call == 0 {
 					closeIdle() // the next call finds its pooled connection dead
 				}
+			}
+		})
+	}
+}
+
+// TestWritesInline: which requests RoundTrip writes itself before reading
+// the answer, so that their callers may reuse the body's buffer. Clients
+// that name keep-alive in Connection (Node's, so Claude Code's) are among
+// them; what goes to the fallback transport is not.
+func TestWritesInline(t *testing.T) {
+	plain := &url.URL{Scheme: "http", Host: "127.0.0.1:4000", Path: "/v1/messages"}
+	tls := &url.URL{Scheme: "https", Host: "api.example.com", Path: "/v1/messages"}
+	for _, tc := range []struct {
+		name   string
+		u      *url.URL
+		method string
+		size   int64
+		hdr    http.Header
+		want   bool
+	}{
+		{"plain", plain, "POST", 100 << 10, http.Header{}, true},
+		{"keep-alive named", plain, "POST", 100 << 10, http.Header{"Connection": {"keep-alive"}}, true},
+		{"largest inline", plain, "POST", h1transport.InlineWriteMax, http.Header{}, true},
+		{"written by its own goroutine", plain, "POST", h1transport.InlineWriteMax + 1, http.Header{}, false},
+		{"length unknown", plain, "POST", -1, http.Header{}, false},
+		{"TLS upstream (fallback)", tls, "POST", 100 << 10, http.Header{}, false},
+		{"upgrade (fallback)", plain, "GET", 100 << 10, http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}}, false},
+		{"CONNECT (fallback)", plain, "CONNECT", 100 << 10, http.Header{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := h1transport.WritesInline(tc.u, tc.method, tc.hdr, tc.size); got != tc.want {
+				t.Errorf("WritesInline = %v, want %v", got, tc.want)
 			}
 		})
 	}
