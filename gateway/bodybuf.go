@@ -25,10 +25,12 @@ var bodyPools [bodyClasses]sync.Pool // of *[]byte
 
 // A bodyBuf holds one request body.
 type bodyBuf struct {
-	b     []byte
-	pool  *[]byte // the pooled buffer b is from, or nil
-	class int     // pool's index into bodyPools
+	b    []byte
+	pool *[]byte // the pooled buffer b is from, or nil
 }
+
+// bodyClass is the index into bodyPools of the class that holds n bytes.
+func bodyClass(n int) int { return bits.Len(uint(n-1)) - bits.Len(minPooledBody-1) }
 
 // newBodyBuf returns a buffer of n bytes, with undefined contents, from
 // the pools when pooled is set and n is in a pooled class.
@@ -36,20 +38,20 @@ func newBodyBuf(n int, pooled bool) bodyBuf {
 	if !pooled || n < minPooledBody || n > minPooledBody<<(bodyClasses-1) {
 		return bodyBuf{b: make([]byte, n)}
 	}
-	class := bits.Len(uint(n-1)) - bits.Len(minPooledBody-1)
+	class := bodyClass(n)
 	p, _ := bodyPools[class].Get().(*[]byte)
 	if p == nil {
 		b := make([]byte, minPooledBody<<class)
 		p = &b
 	}
-	return bodyBuf{b: (*p)[:n], pool: p, class: class}
+	return bodyBuf{b: (*p)[:n], pool: p}
 }
 
 // release returns a pooled buffer to its pool; bb.b must not be used
 // after. Releasing twice, or an unpooled buffer, does nothing.
 func (bb *bodyBuf) release() {
 	if bb.pool != nil {
-		bodyPools[bb.class].Put(bb.pool)
+		bodyPools[bodyClass(cap(*bb.pool))].Put(bb.pool)
 		bb.pool, bb.b = nil, nil
 	}
 }

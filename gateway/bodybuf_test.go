@@ -143,7 +143,7 @@ func TestBodyBufClasses(t *testing.T) {
 			bb := newBodyBuf(tc.n, tc.pooled)
 			class := -1
 			if bb.pool != nil {
-				class = bb.class
+				class = bodyClass(cap(*bb.pool))
 			}
 			if len(bb.b) != tc.n || class != tc.class {
 				t.Fatalf("newBodyBuf(%d, %v): %d bytes, class %d; want %d bytes, class %d (-1: not pooled)", tc.n, tc.pooled, len(bb.b), class, tc.n, tc.class)

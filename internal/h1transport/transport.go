@@ -396,25 +396,13 @@ func (w *writeSide) Write(p []byte) (int, error) { return w.nc.Write(p) }
 func (w *writeSide) ReadFrom(r io.Reader) (int64, error) {
 	bp := bodyCopyBuffers.Get().(*[]byte)
 	defer bodyCopyBuffers.Put(bp)
-	buf := *bp
-	var n int64
-	for {
-		k, err := r.Read(buf)
-		if k > 0 {
-			m, werr := w.nc.Write(buf[:k])
-			n += int64(m)
-			if werr != nil {
-				return n, werr
-			}
-		}
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
+	return io.CopyBuffer((*writeOnly)(w), r, *bp)
 }
+
+// writeOnly hides writeSide's ReadFrom from io.CopyBuffer.
+type writeOnly conn
+
+func (w *writeOnly) Write(p []byte) (int, error) { return w.nc.Write(p) }
 
 var bodyCopyBuffers = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
