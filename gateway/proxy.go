@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -79,7 +80,8 @@ type route struct {
 // upstream is an Upstream with its reverse proxy.
 type upstream struct {
 	Upstream
-	rp *httputil.ReverseProxy
+	rp     *httputil.ReverseProxy
+	bearer string // "Bearer " + APIKey, built once
 }
 
 // identityHeaders are removed from every proxied request, whatever the
@@ -135,6 +137,9 @@ func (s *Server) newProxy(cfg ProxyConfig) error {
 			return fmt.Errorf("upstream %q has no URL", u.Name)
 		}
 		up := &upstream{Upstream: u}
+		if u.APIKey != "" {
+			up.bearer = "Bearer " + u.APIKey
+		}
 		up.rp = &httputil.ReverseProxy{
 			Rewrite:        func(pr *httputil.ProxyRequest) { s.rewrite(pr, up) },
 			Transport:      s.upstreamTransport,
@@ -202,6 +207,36 @@ type call struct {
 	// budget is the spend cap that binds the caller, nil without one.
 	budget     *budget
 	spendGroup string // the llmgate_spend_usd_total label
+	method     string
+	outPath    string  // the path sent upstream
+	cost       float64 // from the upstream's cost header, when costKnown
+	costKnown  bool
+
+	// What a call always needs, held here rather than allocated apiece:
+	// the writer, the answer's body, the request body's first reader and
+	// the values of the headers rewrite sets.
+	kw      keepaliveWriter
+	mb      meteredBody
+	reqBody memBody
+	hv      [10]string // 7 and one per identity header
+}
+
+// memBody reads a request body held in memory; Close does nothing.
+type memBody struct{ bytes.Reader }
+
+func (*memBody) Close() error { return nil }
+
+// one returns a header value list holding v alone, from c's own store
+// while it lasts. Its capacity is one, so an Add copies rather than
+// writing into the next value.
+func (c *call) one(n *int, v string) []string {
+	if *n == len(c.hv) {
+		return []string{v}
+	}
+	i := *n
+	*n++
+	c.hv[i] = v
+	return c.hv[i : i+1 : i+1]
 }
 
 type callKey struct{}
@@ -229,14 +264,14 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request, up *upstream) {
 	// the connection's goroutine stack small for every later stream it
 	// carries. A deferred call also runs when the proxy aborts the
 	// handler (the client went away mid-answer).
-	defer c.report()
+	defer s.report(c)
 	up.rp.ServeHTTP(w, r)
 }
 
 // admit runs every check of a proxied call and prepares its request; a
 // nil call means it was refused (the answer is written).
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*call, *http.Request) {
-	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path), clientIP: s.clientIP(r)}
+	c := &call{start: time.Now(), up: up, anthropic: anthropicPath(r.URL.Path), clientIP: s.clientIP(r), method: r.Method}
 	s.securityHeadersAPI(w)
 
 	if !s.proxyCfg.FailOpen && !s.tokens.Healthy() {
@@ -299,12 +334,18 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, up *upstream) (*c
 	}
 	if body != nil {
 		c.bodyBuf = bb // released by proxy once the call has ended
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		c.reqBody.Reset(body)
+		r.Body = &c.reqBody
+		r.GetBody = func() (io.ReadCloser, error) {
+			b := new(memBody)
+			b.Reset(body)
+			return b, nil
+		}
 		r.ContentLength = int64(len(body))
 	}
 	r = r.WithContext(context.WithValue(r.Context(), callKey{}, c))
-	c.keepalive = &keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+	c.kw = keepaliveWriter{ResponseWriter: w, every: s.proxyCfg.SSEKeepalive}
+	c.keepalive = &c.kw
 	return c, r
 }
 
@@ -412,12 +453,18 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 
 	// X-Forwarded-*: the chain the caller claims is kept only when its
 	// peer is a trusted proxy.
+	var n int // values taken from c.hv
 	if c != nil && s.trusted(pr.In) {
 		pr.SetXForwarded()
-	} else {
-		if c != nil {
-			h.Set("X-Forwarded-For", c.clientIP)
+	} else if c != nil {
+		h["X-Forwarded-For"] = c.one(&n, c.clientIP)
+		h["X-Forwarded-Host"] = c.one(&n, pr.In.Host)
+		proto := "http"
+		if pr.In.TLS != nil {
+			proto = "https"
 		}
+		h["X-Forwarded-Proto"] = c.one(&n, proto)
+	} else {
 		h.Set("X-Forwarded-Host", pr.In.Host)
 		if pr.In.TLS != nil {
 			h.Set("X-Forwarded-Proto", "https")
@@ -437,21 +484,25 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	// Responses are metered as they pass: ask for them uncompressed (the
 	// upstream is a neighbour; the bytes saved would cost the metering).
 	h.Del("Accept-Encoding")
-	if c != nil {
-		h["X-Real-Ip"] = []string{c.clientIP}
-	}
-	if c != nil && c.claims != nil {
-		for _, name := range s.proxyCfg.IdentityHeaders {
-			h[name] = []string{c.claims.Email}
+	if c == nil {
+		if up.APIKey != "" {
+			h["Authorization"] = []string{up.bearer}
 		}
-		h["X-Llmgate-User-Sub"] = []string{c.claims.Subject}
-		h["X-Llmgate-Token-Id"] = []string{c.claims.ID}
+		return
+	}
+	h["X-Real-Ip"] = c.one(&n, c.clientIP)
+	if c.claims != nil {
+		for _, name := range s.proxyCfg.IdentityHeaders {
+			h[name] = c.one(&n, c.claims.Email)
+		}
+		h["X-Llmgate-User-Sub"] = c.one(&n, c.claims.Subject)
+		h["X-Llmgate-Token-Id"] = c.one(&n, c.claims.ID)
 	}
 	if up.APIKey != "" {
-		if c != nil && c.viaAPIKey {
-			h["X-Api-Key"] = []string{up.APIKey}
+		if c.viaAPIKey {
+			h["X-Api-Key"] = c.one(&n, up.APIKey)
 		} else {
-			h["Authorization"] = []string{"Bearer " + up.APIKey}
+			h["Authorization"] = c.one(&n, up.bearer)
 		}
 	}
 }
@@ -469,17 +520,19 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		filterModels(resp, func(m string) bool { return c.claims.AllowsModel(m) && c.policy.allowsModel(m) })
 	}
 	s.spendHeaders(resp, c)
-	meter := usage.NewMeter(resp.Header.Get("Content-Type"))
-	cost, costKnown := 0.0, false
 	if s.proxyCfg.CostHeader != "" {
 		if v := resp.Header.Get(s.proxyCfg.CostHeader); v != "" {
 			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 {
-				cost, costKnown = f, true
+				c.cost, c.costKnown = f, true
 			}
 		}
 	}
-	sse := strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
-	mb := &meteredBody{ReadCloser: resp.Body, meter: meter, sse: sse, anthropic: c.anthropic, idle: s.proxyCfg.ReadIdleTimeout}
+	ct := resp.Header.Get("Content-Type")
+	sse := strings.HasPrefix(ct, "text/event-stream")
+	c.outPath = resp.Request.URL.Path
+	c.mb = meteredBody{ReadCloser: resp.Body, meter: usage.NewMeter(ct), sse: sse, anthropic: c.anthropic,
+		idle: s.proxyCfg.ReadIdleTimeout}
+	mb := &c.mb
 	upstreamBody := resp.Body
 	mb.timer = time.AfterFunc(mb.idle, func() { upstreamBody.Close() }) // unblocks a Read waiting on a silent upstream
 	resp.Body = mb
@@ -487,38 +540,40 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		c.keepalive.stream()
 	}
 	c.body = mb
-	mb.done = func(streamErr error) {
-		u := meter.Usage()
-		model := u.Model
-		if model == "" {
-			model = c.model
-		}
-		cost, costKnown := s.callCost(c, cost, costKnown, u)
-		s.usage.Record(usage.Record{
-			Time: c.start, Email: c.claims.Email, TokenID: c.claims.ID, Model: model, Path: resp.Request.URL.Path,
-			Status: c.status, InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
-			CostUSD: cost, CostKnown: costKnown, Latency: time.Since(c.start),
-		})
-		s.metrics.proxied.WithLabelValues(c.up.Name, strconv.Itoa(c.status)).Inc()
-		s.metrics.upLatency.WithLabelValues(c.up.Name).Observe(time.Since(c.start).Seconds())
-		if streamErr != nil && !errors.Is(streamErr, context.Canceled) {
-			s.log.Warn("upstream stream failed", "upstream", c.up.Name, "user", c.claims.Email, "err", streamErr)
-		}
-		s.log.Info("api call", "method", resp.Request.Method, "path", resp.Request.URL.Path, "status", c.status,
-			"upstream", c.up.Name, "model", model, "user", c.claims.Email, "token_id", c.claims.ID,
-			"input_tokens", u.InputTokens, "output_tokens", u.OutputTokens,
-			"duration_us", time.Since(c.start).Microseconds(), "client_ip", c.clientIP)
-	}
 	return nil
 }
 
-// report records and logs the call once its answer has ended.
-func (c *call) report() {
-	if b := c.body; b != nil && b.done != nil {
-		b.timer.Stop()
-		b.done(b.err)
-		b.done = nil
+// report records and logs the call once its answer has ended, when an
+// answer came.
+func (s *Server) report(c *call) {
+	b := c.body
+	if b == nil || b.reported {
+		return
 	}
+	b.reported = true
+	b.timer.Stop()
+	u := b.meter.Usage()
+	model := u.Model
+	if model == "" {
+		model = c.model
+	}
+	cost, costKnown := s.callCost(c, c.cost, c.costKnown, u)
+	s.usage.Record(usage.Record{
+		Time: c.start, Email: c.claims.Email, TokenID: c.claims.ID, Model: model, Path: c.outPath,
+		Status: c.status, InputTokens: u.InputTokens, OutputTokens: u.OutputTokens,
+		CostUSD: cost, CostKnown: costKnown, Latency: time.Since(c.start),
+	})
+	s.metrics.proxied.WithLabelValues(c.up.Name, strconv.Itoa(c.status)).Inc()
+	s.metrics.upLatency.WithLabelValues(c.up.Name).Observe(time.Since(c.start).Seconds())
+	if b.err != nil && !errors.Is(b.err, context.Canceled) {
+		s.log.Warn("upstream stream failed", "upstream", c.up.Name, "user", c.claims.Email, "err", b.err)
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "api call",
+		slog.String("method", c.method), slog.String("path", c.outPath), slog.Int("status", c.status),
+		slog.String("upstream", c.up.Name), slog.String("model", model), slog.String("user", c.claims.Email),
+		slog.String("token_id", c.claims.ID), slog.Int64("input_tokens", u.InputTokens),
+		slog.Int64("output_tokens", u.OutputTokens),
+		slog.Int64("duration_us", time.Since(c.start).Microseconds()), slog.String("client_ip", c.clientIP))
 }
 
 // meteredBody feeds the meter as the client reads, and ends an SSE stream
@@ -530,7 +585,7 @@ type meteredBody struct {
 	meter     *usage.Meter
 	sse       bool
 	anthropic bool
-	done      func(streamErr error)
+	reported  bool // the call is recorded and logged
 	ended     bool
 	err       error // why the upstream's body ended early, if it did
 	tail      *bytes.Reader
