@@ -42,3 +42,25 @@ func TestMergeRuns(t *testing.T) {
 		t.Errorf("p50 %d p99 %d mean %v, want 200, 300, 250", m.P50, m.P99, m.Mean)
 	}
 }
+
+// The per-slice spread pairs each slice of one target with the same slice
+// of the other, so that one noisy slice moves only its own pair.
+func TestSliceSpread(t *testing.T) {
+	mk := func(p99s ...int64) []loadResult {
+		var rs []loadResult
+		for _, v := range p99s {
+			rs = append(rs, loadResult{P99: v})
+		}
+		return rs
+	}
+	// Added p99 per pair: +10, +20, +30, +40, +5000 (a burst on one slice).
+	a := mk(510, 520, 530, 540, 5500)
+	b := mk(500, 500, 500, 500, 500)
+	q, ok := sliceSpread(a, b)
+	if !ok || q != [3]int64{20, 30, 40} {
+		t.Errorf("sliceSpread = %v, %v; want [20 30 40], true", q, ok)
+	}
+	if _, ok := sliceSpread(mk(1, 2, 3), mk(1, 2, 3)); ok {
+		t.Error("sliceSpread of three slices reported a spread")
+	}
+}

@@ -415,6 +415,9 @@ func run(ctx context.Context, o options) error {
 			for _, t := range ts {
 				rr := acc[t.name]
 				rr.load = mergeRuns(runs[t.name])
+				if n > 1 {
+					rr.slices = runs[t.name]
+				}
 				res := rr.load
 				if res.DurationUS > 0 {
 					rr.foreign /= float64(time.Duration(res.DurationUS)*time.Microsecond) / float64(time.Second)

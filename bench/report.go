@@ -5,15 +5,19 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
 
 // runResult is one measured load run of one target.
 type runResult struct {
-	load  loadResult
-	cpu   time.Duration // CPU the target process used during the run
-	upCPU time.Duration // CPU the upstream used during the run
+	load loadResult
+	// slices are the pieces load was merged from, in the order taken,
+	// when the run was taken in slices.
+	slices []loadResult
+	cpu    time.Duration // CPU the target process used during the run
+	upCPU  time.Duration // CPU the upstream used during the run
 	// foreign is the CPU (in cores) that processes outside the harness
 	// used during the run: other work on the machine skews the result.
 	foreign float64
@@ -308,7 +312,11 @@ func (r *report) markdown() string {
 		if l.conns == 1 {
 			added := gg.load.P99 - bb.load.P99
 			p99OK = p99OK && added <= 200
-			p99Parts = append(p99Parts, fmt.Sprintf("%s %s", name, signedUS(added)))
+			part := fmt.Sprintf("%s %s", name, signedUS(added))
+			if q, ok := sliceSpread(gg.slices, bb.slices); ok {
+				part += fmt.Sprintf(" (per slice: median %s, middle half %s to %s)", signedUS(q[1]), signedUS(q[0]), signedUS(q[2]))
+			}
+			p99Parts = append(p99Parts, part)
 		}
 	}
 	if len(tputParts) > 0 {
@@ -358,4 +366,23 @@ func orNone(s string) string {
 		return "none"
 	}
 	return s
+}
+
+// sliceSpread returns the quartiles of the added p99 slice by slice (a's
+// k-th slice against b's, taken one after the other), which shows how
+// far the merged figure moves with the noise of the machine: a burst
+// that lands on one target's slices moves the merged p99, but only a few
+// of the slices. It needs four slices or more of each.
+func sliceSpread(a, b []loadResult) (q [3]int64, ok bool) {
+	n := min(len(a), len(b))
+	if n < 4 {
+		return q, false
+	}
+	d := make([]int64, n)
+	for k := range n {
+		d[k] = a[k].P99 - b[k].P99
+	}
+	slices.Sort(d)
+	at := func(f float64) int64 { return d[int(f*float64(n-1)+0.5)] }
+	return [3]int64{at(0.25), at(0.5), at(0.75)}, true
 }
