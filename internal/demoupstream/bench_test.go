@@ -90,3 +90,16 @@ func BenchmarkMessagesStream(b *testing.B) {
 		resp.Body.Close()
 	}
 }
+
+// BenchmarkDecodeMessages measures reading a Claude-Code-sized
+// /v1/messages body, the demo upstream's main cost in proxy benchmarks.
+func BenchmarkDecodeMessages(b *testing.B) {
+	body := ClaudeCodeBody(100 << 10)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, e := decodeMessages(body); e != nil {
+			b.Fatalf("decodeMessages: %s", e.msg)
+		}
+	}
+}
