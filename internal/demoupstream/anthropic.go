@@ -1,37 +1,33 @@
 package demoupstream
 
-import (
-	"encoding/json"
-	"net/http"
-)
+import "net/http"
 
 // messagesRequest is the part of POST /v1/messages (and count_tokens) the
-// demo reads; everything else (tools, thinking, metadata, …) is ignored.
+// demo reads besides the prompt; everything else (tools, thinking,
+// metadata, …) is ignored.
 type messagesRequest struct {
-	Model     string          `json:"model"`
-	Messages  []message       `json:"messages"`
-	System    json.RawMessage `json:"system"`
-	Stream    bool            `json:"stream"`
-	MaxTokens *int            `json:"max_tokens"`
+	Model     string
+	Stream    bool
+	MaxTokens *int
 }
 
 // decodeMessages reads an Anthropic request body, or says what is wrong.
 func decodeMessages(body []byte) (messagesRequest, prompt, *apiError) {
-	var req messagesRequest
-	if err := json.Unmarshal(body, &req); err != nil {
+	d, err := readRequest(body, messagesSchema)
+	if err != nil {
 		e := errInvalidJSON(err)
-		return req, prompt{}, &e
+		return messagesRequest{}, prompt{}, &e
 	}
-	if req.Model == "" {
+	if d.model == "" {
 		e := errInvalid("model: Field required")
-		return req, prompt{}, &e
+		return messagesRequest{}, prompt{}, &e
 	}
-	p, err := readPrompt(req.System, req.Messages)
+	p, err := promptOf(d.system, d.turns)
 	if err != nil {
 		e := errInvalid(err.Error())
-		return req, prompt{}, &e
+		return messagesRequest{}, prompt{}, &e
 	}
-	return req, p, nil
+	return messagesRequest{Model: d.model, Stream: d.stream, MaxTokens: d.maxTokens}, p, nil
 }
 
 // messages answers POST /v1/messages, as JSON or as Anthropic's event stream.

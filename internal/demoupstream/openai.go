@@ -19,14 +19,37 @@ type streamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// chatRequest is the part of POST /v1/chat/completions the demo reads.
+// chatRequest is the part of POST /v1/chat/completions the demo reads
+// besides the prompt.
 type chatRequest struct {
-	Model               string         `json:"model"`
-	Messages            []message      `json:"messages"`
-	Stream              bool           `json:"stream"`
-	StreamOptions       *streamOptions `json:"stream_options"`
-	MaxTokens           *int           `json:"max_tokens"`
-	MaxCompletionTokens *int           `json:"max_completion_tokens"`
+	Model        string
+	Stream       bool
+	IncludeUsage bool // stream_options.include_usage
+	Limit        int  // max_completion_tokens, else max_tokens; 0 for none
+}
+
+// decodeChat reads a chat completion request body, or says what is wrong.
+func decodeChat(body []byte) (chatRequest, prompt, *apiError) {
+	d, err := readRequest(body, chatSchema)
+	if err != nil {
+		e := errInvalidJSON(err)
+		return chatRequest{}, prompt{}, &e
+	}
+	if d.model == "" {
+		e := errInvalid("you must provide a model parameter")
+		return chatRequest{}, prompt{}, &e
+	}
+	limit, e := maxTokens(namedLimit{"max_completion_tokens", d.maxCompletionTokens}, namedLimit{"max_tokens", d.maxTokens})
+	if e != nil {
+		return chatRequest{}, prompt{}, e
+	}
+	p, err := promptOf(summary{}, d.turns)
+	if err != nil {
+		e := errInvalid(err.Error())
+		return chatRequest{}, prompt{}, &e
+	}
+	req := chatRequest{Model: d.model, Stream: d.stream, IncludeUsage: d.streamOptions && d.includeUsage, Limit: limit}
+	return req, p, nil
 }
 
 // maxTokens returns the first limit given, 0 for none, or the error for a
@@ -52,26 +75,12 @@ type namedLimit struct {
 
 // chatCompletions answers POST /v1/chat/completions.
 func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, body []byte) {
-	var req chatRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		s.fail(w, openAI, errInvalidJSON(err))
-		return
-	}
-	if req.Model == "" {
-		s.fail(w, openAI, errInvalid("you must provide a model parameter"))
-		return
-	}
-	limit, e := maxTokens(namedLimit{"max_completion_tokens", req.MaxCompletionTokens}, namedLimit{"max_tokens", req.MaxTokens})
+	req, p, e := decodeChat(body)
 	if e != nil {
 		s.fail(w, openAI, *e)
 		return
 	}
-	p, err := readPrompt(nil, req.Messages)
-	if err != nil {
-		s.fail(w, openAI, errInvalid(err.Error()))
-		return
-	}
-	rp, cut := newReply(s.who(r), req.Model, p.ask, s.chunks).truncate(limit)
+	rp, cut := newReply(s.who(r), req.Model, p.ask, s.chunks).truncate(req.Limit)
 	finish := "stop"
 	if cut {
 		finish = "length"
@@ -100,7 +109,6 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, body []
 		return
 	}
 
-	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	ev := oaStream{
 		first:  `{"index":0,"delta":{"role":"assistant","content":`,
 		rest:   `{"index":0,"delta":{"content":`,
@@ -109,7 +117,7 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, body []
 	}
 	ev.head = appendStreamHead(nil, id, "chat.completion.chunk", created, req.Model)
 	var usage []byte
-	if includeUsage {
+	if req.IncludeUsage {
 		usage = appendChatUsage(nil, in, out)
 	}
 	s.streamOpenAI(w, r, ev, rp.deltas(s.chunks), usage)

@@ -1,65 +1,12 @@
 package demoupstream
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
 	"strings"
 	"unicode"
 )
 
-// message is one chat message of either family; content is a string, null,
-// or an array of content blocks (OpenAI parts, Anthropic blocks).
-type message struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
-}
-
-// block is the part of a content block that holds text: text blocks, and
-// Anthropic tool_result blocks whose content is itself content.
-type block struct {
-	Type    string          `json:"type"`
-	Text    string          `json:"text"`
-	Content json.RawMessage `json:"content"`
-}
-
-// errContent says a content field has a shape neither family allows.
-var errContent = errors.New("content must be a string or an array of content blocks")
-
-// walkText calls fn with every text in content, depth first.
-func walkText(content json.RawMessage, fn func(string)) error {
-	c := trimSpace(content)
-	if len(c) == 0 || string(c) == "null" {
-		return nil
-	}
-	switch c[0] {
-	case '"':
-		var s string
-		if err := json.Unmarshal(c, &s); err != nil {
-			return fmt.Errorf("decode content: %w", err)
-		}
-		fn(s)
-		return nil
-	case '[':
-		var blocks []block
-		if err := json.Unmarshal(c, &blocks); err != nil {
-			return fmt.Errorf("decode content blocks: %w", err)
-		}
-		for _, b := range blocks {
-			if b.Text != "" {
-				fn(b.Text)
-			}
-			if err := walkText(b.Content, fn); err != nil {
-				return err
-			}
-		}
-		return nil
-	default:
-		return errContent
-	}
-}
-
+// trimSpace trims JSON white space from both ends of b.
 func trimSpace(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\n' || b[0] == '\r' || b[0] == '\t') {
 		b = b[1:]
@@ -78,39 +25,6 @@ type prompt struct {
 
 // inputTokens is the demo's token count of the prompt: bytes / 4, at least 1.
 func (p prompt) inputTokens() int { return max(1, p.bytes/4) }
-
-// readPrompt measures system (Anthropic's top-level field; may be nil) and
-// messages, and picks the question to quote: the last text of the last user
-// message, skipping the <system-reminder> blocks Claude Code puts around it.
-func readPrompt(system json.RawMessage, msgs []message) (prompt, error) {
-	var p prompt
-	if err := walkText(system, func(t string) { p.bytes += len(t) }); err != nil {
-		return prompt{}, fmt.Errorf("system: %w", err)
-	}
-	for i, m := range msgs {
-		var ask, anyText string
-		err := walkText(m.Content, func(t string) {
-			p.bytes += len(t)
-			if m.Role != "user" || strings.TrimSpace(t) == "" {
-				return
-			}
-			anyText = t
-			if !strings.HasPrefix(strings.TrimSpace(t), "<system-reminder>") {
-				ask = t
-			}
-		})
-		if err != nil {
-			return prompt{}, fmt.Errorf("messages.%d: %w", i, err)
-		}
-		if m.Role == "user" {
-			if ask == "" {
-				ask = anyText
-			}
-			p.ask = ask
-		}
-	}
-	return p, nil
-}
 
 // snippetRunes is how much of the question a reply quotes.
 const snippetRunes = 60
