@@ -60,6 +60,11 @@ func TestSliceSpread(t *testing.T) {
 	if !ok || q != [3]int64{20, 30, 40} {
 		t.Errorf("sliceSpread = %v, %v; want [20 30 40], true", q, ok)
 	}
+	// An even count: the median lies between the middle two.
+	q, ok = sliceSpread(mk(510, 540, 520, 530), b[:4])
+	if !ok || q != [3]int64{18, 25, 33} {
+		t.Errorf("sliceSpread of four = %v, %v; want [18 25 33], true", q, ok)
+	}
 	if _, ok := sliceSpread(mk(1, 2, 3), mk(1, 2, 3)); ok {
 		t.Error("sliceSpread of three slices reported a spread")
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"runtime"
@@ -383,6 +384,13 @@ func sliceSpread(a, b []loadResult) (q [3]int64, ok bool) {
 		d[k] = a[k].P99 - b[k].P99
 	}
 	slices.Sort(d)
-	at := func(f float64) int64 { return d[int(f*float64(n-1)+0.5)] }
+	at := func(f float64) int64 { // linear between the closest ranks
+		x := f * float64(n-1)
+		i := int(x)
+		if i+1 >= n {
+			return d[n-1]
+		}
+		return d[i] + int64(math.Round((x-float64(i))*float64(d[i+1]-d[i])))
+	}
 	return [3]int64{at(0.25), at(0.5), at(0.75)}, true
 }
