@@ -218,7 +218,7 @@ type call struct {
 	kw      keepaliveWriter
 	mb      meteredBody
 	reqBody memBody
-	hv      [10]string // 7 and one per identity header
+	hv      [10]string // seven values, and three identity headers
 }
 
 // memBody reads a request body held in memory; Close does nothing.
