@@ -226,19 +226,6 @@ type memBody struct{ bytes.Reader }
 
 func (*memBody) Close() error { return nil }
 
-// one returns a header value list holding v alone, from c's own store
-// while it lasts. Its capacity is one, so an Add copies rather than
-// writing into the next value.
-func (c *call) one(n *int, v string) []string {
-	if *n == len(c.hv) {
-		return []string{v}
-	}
-	i := *n
-	*n++
-	c.hv[i] = v
-	return c.hv[i : i+1 : i+1]
-}
-
 type callKey struct{}
 
 // anthropicPath reports whether path belongs to the Anthropic API family
@@ -420,8 +407,10 @@ func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, c *call) {
 
 // rewrite turns the caller's request into the upstream's: the caller's
 // credentials and every identity header it sent go; ours come in.
+//
+// Only proxy reaches it, with the call in the request's context.
 func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
-	c, _ := pr.In.Context().Value(callKey{}).(*call)
+	c := pr.In.Context().Value(callKey{}).(*call)
 	out := pr.Out
 	if up.StripPrefix != "" {
 		out.URL.Path = strings.TrimPrefix(out.URL.Path, up.StripPrefix)
@@ -451,26 +440,30 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 		}
 	}
 
+	// Each value set below is a list of one, taken from the call's own
+	// store while it lasts; its capacity is one, so an Add copies rather
+	// than writing into the next value.
+	vals := c.hv[:0]
+	one := func(v string) []string {
+		if len(vals) == cap(vals) {
+			return []string{v}
+		}
+		vals = append(vals, v)
+		return vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+
 	// X-Forwarded-*: the chain the caller claims is kept only when its
 	// peer is a trusted proxy.
-	var n int // values taken from c.hv
-	if c != nil && s.trusted(pr.In) {
+	if s.trusted(pr.In) {
 		pr.SetXForwarded()
-	} else if c != nil {
-		h["X-Forwarded-For"] = c.one(&n, c.clientIP)
-		h["X-Forwarded-Host"] = c.one(&n, pr.In.Host)
+	} else {
+		h["X-Forwarded-For"] = one(c.clientIP)
+		h["X-Forwarded-Host"] = one(pr.In.Host)
 		proto := "http"
 		if pr.In.TLS != nil {
 			proto = "https"
 		}
-		h["X-Forwarded-Proto"] = c.one(&n, proto)
-	} else {
-		h.Set("X-Forwarded-Host", pr.In.Host)
-		if pr.In.TLS != nil {
-			h.Set("X-Forwarded-Proto", "https")
-		} else {
-			h.Set("X-Forwarded-Proto", "http")
-		}
+		h["X-Forwarded-Proto"] = one(proto)
 	}
 	// The body is in memory (GetBody), so the transport may send it again
 	// when a pooled connection turns out to be dead — which net/http does
@@ -484,25 +477,19 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest, up *upstream) {
 	// Responses are metered as they pass: ask for them uncompressed (the
 	// upstream is a neighbour; the bytes saved would cost the metering).
 	h.Del("Accept-Encoding")
-	if c == nil {
-		if up.APIKey != "" {
-			h["Authorization"] = []string{up.bearer}
-		}
-		return
-	}
-	h["X-Real-Ip"] = c.one(&n, c.clientIP)
+	h["X-Real-Ip"] = one(c.clientIP)
 	if c.claims != nil {
 		for _, name := range s.proxyCfg.IdentityHeaders {
-			h[name] = c.one(&n, c.claims.Email)
+			h[name] = one(c.claims.Email)
 		}
-		h["X-Llmgate-User-Sub"] = c.one(&n, c.claims.Subject)
-		h["X-Llmgate-Token-Id"] = c.one(&n, c.claims.ID)
+		h["X-Llmgate-User-Sub"] = one(c.claims.Subject)
+		h["X-Llmgate-Token-Id"] = one(c.claims.ID)
 	}
 	if up.APIKey != "" {
 		if c.viaAPIKey {
-			h["X-Api-Key"] = c.one(&n, up.APIKey)
+			h["X-Api-Key"] = one(up.APIKey)
 		} else {
-			h["Authorization"] = c.one(&n, up.bearer)
+			h["Authorization"] = one(up.bearer)
 		}
 	}
 }
