@@ -264,6 +264,7 @@ type flusher struct {
 	lastLog      time.Time // of the last write-failure warning
 	lastDropLog  time.Time
 	loggedDrops  uint64
+	recentBuf    []byte // commands' scratch for the recent-call entries
 }
 
 // run is the flusher: it writes the waiting records every FlushInterval,

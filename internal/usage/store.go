@@ -72,15 +72,25 @@ type counts struct {
 	req, in, out, cost, unk int64
 }
 
-func (c *counts) add(rec *Record) {
+// addKnown adds rec, whose cost microUSD gave as micro, known.
+func (c *counts) addKnown(rec *Record, micro int64, known bool) {
 	c.req++
 	c.in += max(rec.InputTokens, 0)
 	c.out += max(rec.OutputTokens, 0)
-	if micro, ok := microUSD(rec); ok {
+	if known {
 		c.cost += micro
 	} else {
 		c.unk++
 	}
+}
+
+// floorDiv is a / b rounded toward negative infinity (b > 0).
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b < 0 {
+		q--
+	}
+	return q
 }
 
 // microUSD is rec's cost in whole micro-dollars, or false when unknown.
@@ -106,8 +116,69 @@ type recentJSON struct {
 	Latency   int64  `json:"l,omitempty"` // µs
 }
 
+// appendRecent appends j as encoding/json would marshal it: the flusher
+// encodes a batch's worth per flush, and reflection made that the bulk of
+// its work (FuzzRecentEntry holds the two to the same bytes).
+func appendRecent(b []byte, j recentJSON) []byte {
+	b = append(b, `{"t":`...)
+	b = strconv.AppendInt(b, j.Time, 10)
+	if j.TokenID != "" {
+		b = appendJSONString(append(b, `,"k":`...), j.TokenID)
+	}
+	if j.Model != "" {
+		b = appendJSONString(append(b, `,"m":`...), j.Model)
+	}
+	if j.Path != "" {
+		b = appendJSONString(append(b, `,"p":`...), j.Path)
+	}
+	if j.Status != 0 {
+		b = strconv.AppendInt(append(b, `,"s":`...), int64(j.Status), 10)
+	}
+	if j.In != 0 {
+		b = strconv.AppendInt(append(b, `,"i":`...), j.In, 10)
+	}
+	if j.Out != 0 {
+		b = strconv.AppendInt(append(b, `,"o":`...), j.Out, 10)
+	}
+	if j.Cost != 0 {
+		b = strconv.AppendInt(append(b, `,"c":`...), j.Cost, 10)
+	}
+	if j.CostKnown {
+		b = append(b, `,"ck":true`...)
+	}
+	if j.Latency != 0 {
+		b = strconv.AppendInt(append(b, `,"l":`...), j.Latency, 10)
+	}
+	return append(b, '}')
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it. Printable
+// ASCII other than encoding/json's escaped characters is copied; anything
+// else (rare in model names, paths and token ids) goes through
+// encoding/json itself.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
 // commands turns a batch into Redis commands, adding up the calls that
 // go to the same hash field.
+//
+// It runs on the flusher goroutine, which shares the processor with the
+// requests: with one CPU a request that arrives meanwhile waits for it,
+// so a batch's work is kept to well under 100 µs. Consecutive records
+// almost always share the day, the person, the token and the model, so
+// each map is looked up only when the key changes, the day and month are
+// formatted once per day, and the recent-call entries are appended by
+// hand (byte for byte what encoding/json writes, see appendRecent) into
+// one buffer.
 func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 	type dayModel struct{ day, email, model string }
 	type monthEmail struct{ month, email string }
@@ -119,63 +190,106 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 	var dayOrder []dayModel
 	tokens := map[string]*tokenSum{}
 	var tokenOrder []string
-	months := map[monthEmail]int64{}
+	months := map[monthEmail]*int64{}
 	var monthOrder []monthEmail
 	users := map[string][]any{} // day → emails
 	seen := map[[2]string]bool{}
 	var userDays []string
-	recent := map[string][]any{} // email → encoded calls, oldest first
+	type recentList struct {
+		spans []int // start and end in buf of each entry, oldest first
+	}
+	recent := map[string]*recentList{} // by email
 	var recentOrder []string
+	buf := r.fl.recentBuf[:0]
 
+	// The previous record's keys and the sums they found.
+	var (
+		unixDay          = int64(math.MinInt64)
+		day, month       string
+		lastToken        string
+		lastTS           *tokenSum
+		lastDK           dayModel
+		lastCounts       *counts
+		lastSeen         [2]string
+		lastME           monthEmail
+		lastMonthSum     *int64
+		lastRecentEmail  string
+		lastRecent       *recentList
+		haveDK, haveSeen bool
+	)
 	for i := range batch {
 		rec := &batch[i]
 		t := rec.Time.UTC()
-		day := t.Format(dayLayout)
+		ms := t.UnixMilli()
+		if d := floorDiv(t.Unix(), 86400); d != unixDay {
+			unixDay = d
+			day, month = t.Format(dayLayout), t.Format(monthLayout)
+		}
+		micro, known := microUSD(rec)
 		if rec.TokenID != "" {
-			ts := tokens[rec.TokenID]
-			if ts == nil {
-				ts = &tokenSum{}
-				tokens[rec.TokenID] = ts
-				tokenOrder = append(tokenOrder, rec.TokenID)
+			if lastTS == nil || rec.TokenID != lastToken {
+				lastToken = rec.TokenID
+				lastTS = tokens[rec.TokenID]
+				if lastTS == nil {
+					lastTS = &tokenSum{}
+					tokens[rec.TokenID] = lastTS
+					tokenOrder = append(tokenOrder, rec.TokenID)
+				}
 			}
-			ts.add(rec)
-			ts.last = max(ts.last, t.UnixMilli())
+			lastTS.addKnown(rec, micro, known)
+			lastTS.last = max(lastTS.last, ms)
 		}
 		if rec.Email == "" {
 			continue
 		}
-		dk := dayModel{day, rec.Email, rec.Model}
-		c := days[dk]
-		if c == nil {
-			c = &counts{}
-			days[dk] = c
-			dayOrder = append(dayOrder, dk)
-		}
-		c.add(rec)
-		if !seen[[2]string{day, rec.Email}] {
-			seen[[2]string{day, rec.Email}] = true
-			if users[day] == nil {
-				userDays = append(userDays, day)
+		if dk := (dayModel{day, rec.Email, rec.Model}); !haveDK || dk != lastDK {
+			lastDK, haveDK = dk, true
+			lastCounts = days[dk]
+			if lastCounts == nil {
+				lastCounts = &counts{}
+				days[dk] = lastCounts
+				dayOrder = append(dayOrder, dk)
 			}
-			users[day] = append(users[day], rec.Email)
 		}
-		micro, known := microUSD(rec)
+		lastCounts.addKnown(rec, micro, known)
+		if de := [2]string{day, rec.Email}; !haveSeen || de != lastSeen {
+			lastSeen, haveSeen = de, true
+			if !seen[de] {
+				seen[de] = true
+				if users[day] == nil {
+					userDays = append(userDays, day)
+				}
+				users[day] = append(users[day], rec.Email)
+			}
+		}
 		if known && micro > 0 {
-			mk := monthEmail{t.Format(monthLayout), rec.Email}
-			if _, ok := months[mk]; !ok {
-				monthOrder = append(monthOrder, mk)
+			if me := (monthEmail{month, rec.Email}); lastMonthSum == nil || me != lastME {
+				lastME = me
+				lastMonthSum = months[me]
+				if lastMonthSum == nil {
+					lastMonthSum = new(int64)
+					months[me] = lastMonthSum
+					monthOrder = append(monthOrder, me)
+				}
 			}
-			months[mk] += micro
+			*lastMonthSum += micro
 		}
-		b, _ := json.Marshal(recentJSON{
-			Time: t.UnixMilli(), TokenID: rec.TokenID, Model: rec.Model, Path: rec.Path, Status: rec.Status,
+		from := len(buf)
+		buf = appendRecent(buf, recentJSON{
+			Time: ms, TokenID: rec.TokenID, Model: rec.Model, Path: rec.Path, Status: rec.Status,
 			In: max(rec.InputTokens, 0), Out: max(rec.OutputTokens, 0), Cost: micro, CostKnown: known,
 			Latency: rec.Latency.Microseconds(),
 		})
-		if recent[rec.Email] == nil {
-			recentOrder = append(recentOrder, rec.Email)
+		if lastRecent == nil || rec.Email != lastRecentEmail {
+			lastRecentEmail = rec.Email
+			lastRecent = recent[rec.Email]
+			if lastRecent == nil {
+				lastRecent = &recentList{}
+				recent[rec.Email] = lastRecent
+				recentOrder = append(recentOrder, rec.Email)
+			}
 		}
-		recent[rec.Email] = append(recent[rec.Email], string(b))
+		lastRecent.spans = append(lastRecent.spans, from, len(buf))
 	}
 
 	ttl := int64(max(r.cfg.Retention/time.Second, 1))
@@ -217,12 +331,24 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 	}
 	for _, mk := range monthOrder {
 		key := r.spendKey(mk.month)
-		cmds = append(cmds, cmd{"hincrby", key, mk.email, months[mk]})
+		cmds = append(cmds, cmd{"hincrby", key, mk.email, *months[mk]})
 		expire(key) // once per key: needExpire remembers
 	}
+	// The entries are substrings of one string: one copy for the batch,
+	// and the buffer is the flusher's again.
+	all := string(buf)
+	if cap(buf) <= 64<<10 {
+		r.fl.recentBuf = buf
+	}
 	for _, email := range recentOrder {
+		l := recent[email]
 		key := r.recentKey(email)
-		cmds = append(cmds, append(cmd{"lpush", key}, recent[email]...))
+		c := make(cmd, 0, 2+len(l.spans)/2)
+		c = append(c, "lpush", key)
+		for j := 0; j < len(l.spans); j += 2 {
+			c = append(c, all[l.spans[j]:l.spans[j+1]])
+		}
+		cmds = append(cmds, c)
 		cmds = append(cmds, cmd{"ltrim", key, 0, r.cfg.RecentPerUser - 1})
 		expire(key)
 	}
