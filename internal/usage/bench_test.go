@@ -163,18 +163,48 @@ func BenchmarkFlush(b *testing.B) {
 					Model: "model" + strconv.Itoa(i%2), Path: "/v1/messages", Status: 200, InputTokens: 1000, OutputTokens: 200,
 					CostUSD: 0.0042, CostKnown: true, Latency: time.Second}
 			}
+			qs := queueAll(batch)
 			fl := flusher{expireEvery: time.Hour, expired: map[string]time.Time{}}
 			r2 := &Recorder{rdb: r.rdb, cfg: r.cfg, fl: fl, ledger: r.ledger}
 			var cmds int
 			b.ReportAllocs()
 			for b.Loop() {
-				c := r2.commands(batch, base)
+				c := r2.commands(qs, base)
 				cmds = len(c)
 				if failed, err := r2.exec(context.Background(), c); err != nil {
 					b.Fatalf("exec: %v (%d failed)", err, len(failed))
 				}
 			}
 			b.ReportMetric(float64(cmds), "cmds/batch")
+		})
+	}
+}
+
+// BenchmarkCommands is the flusher's work on one batch before it talks to
+// Redis: work that holds up a request arriving meanwhile when llmgate has
+// one CPU. "one" is a batch of one person's calls on one token and model
+// (one busy client); "mixed" interleaves 16 people, 4 tokens, 2 models.
+func BenchmarkCommands(b *testing.B) {
+	for _, shape := range []string{"one", "mixed"} {
+		b.Run(shape, func(b *testing.B) {
+			batch := make([]Record, batchSize)
+			for i := range batch {
+				batch[i] = Record{Time: base.Add(time.Duration(i) * time.Millisecond), Email: "alice@example.com",
+					TokenID: "tok_0123456789abcdef", Model: "gpt-4o-mini", Path: "/v1/chat/completions", Status: 200,
+					InputTokens: 12, OutputTokens: 20, Latency: 150 * time.Microsecond}
+				if shape == "mixed" {
+					batch[i].Email = "user" + strconv.Itoa(i%16) + "@example.com"
+					batch[i].TokenID = "tok" + strconv.Itoa(i%4)
+					batch[i].Model = "model" + strconv.Itoa(i%2)
+					batch[i].CostUSD, batch[i].CostKnown = 0.0042, true
+				}
+			}
+			qs := queueAll(batch)
+			r := &Recorder{cfg: Config{}.withDefaults(), fl: flusher{expireEvery: time.Hour, expired: map[string]time.Time{}}}
+			b.ReportAllocs()
+			for b.Loop() {
+				r.commands(qs, base)
+			}
 		})
 	}
 }

@@ -125,7 +125,7 @@ type Recorder struct {
 	// the whole queue on its tick, or when Record says batchSize are
 	// waiting (full).
 	mu     sync.Mutex
-	queue  []Record // waiting records, at most cfg.QueueSize
+	queue  []queued // waiting records, at most cfg.QueueSize
 	closed bool
 	full   chan struct{} // capacity 1: batchSize records are waiting
 
@@ -169,8 +169,8 @@ func (r *Recorder) Record(rec Record) {
 		rec.Time = r.cfg.Now()
 	}
 	var month string
-	micro, known := microUSD(&rec)
-	pend := known && micro > 0 && rec.Email != ""
+	q := queue(rec)
+	pend := q.known && q.micro > 0 && rec.Email != ""
 	if pend {
 		month = rec.Time.UTC().Format(monthLayout)
 	}
@@ -182,9 +182,9 @@ func (r *Recorder) Record(rec Record) {
 	}
 	if pend {
 		// Counted before it is queued: the flusher may write it at once.
-		r.ledger.pend(month, rec.Email, micro)
+		r.ledger.pend(month, rec.Email, q.micro)
 	}
-	r.queue = append(r.queue, rec)
+	r.queue = append(r.queue, q)
 	n := len(r.queue)
 	r.mu.Unlock()
 	if n == batchSize {
@@ -195,9 +195,33 @@ func (r *Recorder) Record(rec Record) {
 	}
 }
 
+// queued is a Record waiting to be written, with what the flusher needs
+// of it worked out by Record, on the caller's goroutine: the flusher runs
+// on the processor the requests share, so its work per batch is kept
+// small (see commands).
+type queued struct {
+	Record
+	micro int64  // the cost in micro-dollars, when known
+	known bool   // whether the cost is known
+	entry string // the call in a recent list: recentJSON, encoded
+}
+
+// queue works out rec's cost and recent-list entry.
+func queue(rec Record) queued {
+	q := queued{Record: rec}
+	q.micro, q.known = microUSD(&rec)
+	var buf [192]byte
+	q.entry = string(appendRecent(buf[:0], recentJSON{
+		Time: rec.Time.UnixMilli(), TokenID: rec.TokenID, Model: rec.Model, Path: rec.Path, Status: rec.Status,
+		In: max(rec.InputTokens, 0), Out: max(rec.OutputTokens, 0), Cost: q.micro, CostKnown: q.known,
+		Latency: rec.Latency.Microseconds(),
+	}))
+	return q
+}
+
 // take moves up to limit waiting records to the end of batch and returns it
 // with how many are still waiting.
-func (r *Recorder) take(batch []Record, limit int) ([]Record, int) {
+func (r *Recorder) take(batch []queued, limit int) ([]queued, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if len(batch) == 0 && len(r.queue) <= limit {
@@ -211,7 +235,7 @@ func (r *Recorder) take(batch []Record, limit int) ([]Record, int) {
 	clear(r.queue[rest:])
 	r.queue = r.queue[:rest]
 	if rest <= batchSize && cap(r.queue) > 4*batchSize {
-		r.queue = append(make([]Record, 0, batchSize), r.queue...)
+		r.queue = append(make([]queued, 0, batchSize), r.queue...)
 	}
 	return batch, rest
 }
@@ -255,7 +279,7 @@ func (r *Recorder) Close() error {
 
 // flusher is the state of the goroutine that writes records.
 type flusher struct {
-	batch        []Record
+	batch        []queued
 	retry        []cmd // commands of a failed write, to try again
 	retryRecords int   // records whose writes are in retry
 	expireEvery  time.Duration
@@ -264,7 +288,6 @@ type flusher struct {
 	lastLog      time.Time // of the last write-failure warning
 	lastDropLog  time.Time
 	loggedDrops  uint64
-	recentBuf    []byte // commands' scratch for the recent-call entries
 }
 
 // run is the flusher: it writes the waiting records every FlushInterval,
@@ -275,7 +298,7 @@ func (r *Recorder) run() {
 	tick := time.NewTicker(r.cfg.FlushInterval)
 	defer tick.Stop()
 	f := &r.fl
-	f.batch = make([]Record, 0, batchSize)
+	f.batch = make([]queued, 0, batchSize)
 	for {
 		select {
 		case <-r.full:
@@ -311,7 +334,7 @@ func (r *Recorder) drain(ctx context.Context) bool {
 		if cap(f.batch) > 4*batchSize {
 			// Grown while Redis was away: let the garbage collector
 			// stop scanning it.
-			f.batch = make([]Record, 0, batchSize)
+			f.batch = make([]queued, 0, batchSize)
 		}
 		if !r.write(ctx, cmds, n) {
 			return false

@@ -116,9 +116,9 @@ type recentJSON struct {
 	Latency   int64  `json:"l,omitempty"` // µs
 }
 
-// appendRecent appends j as encoding/json would marshal it: the flusher
-// encodes a batch's worth per flush, and reflection made that the bulk of
-// its work (FuzzRecentEntry holds the two to the same bytes).
+// appendRecent appends j as encoding/json would marshal it, without
+// reflection: it runs once per call (FuzzRecentEntry holds the two to the
+// same bytes).
 func appendRecent(b []byte, j recentJSON) []byte {
 	b = append(b, `{"t":`...)
 	b = strconv.AppendInt(b, j.Time, 10)
@@ -173,13 +173,12 @@ func appendJSONString(b []byte, s string) []byte {
 //
 // It runs on the flusher goroutine, which shares the processor with the
 // requests: with one CPU a request that arrives meanwhile waits for it,
-// so a batch's work is kept to well under 100 µs. Consecutive records
-// almost always share the day, the person, the token and the model, so
-// each map is looked up only when the key changes, the day and month are
-// formatted once per day, and the recent-call entries are appended by
-// hand (byte for byte what encoding/json writes, see appendRecent) into
-// one buffer.
-func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
+// so a batch's work is kept small. Record has encoded each call's
+// recent-list entry already (see queue); consecutive records almost
+// always share the day, the person, the token and the model, so each map
+// is looked up only when the key changes, and the day and month are
+// formatted once per day.
+func (r *Recorder) commands(batch []queued, now time.Time) []cmd {
 	type dayModel struct{ day, email, model string }
 	type monthEmail struct{ month, email string }
 	type tokenSum struct {
@@ -195,12 +194,8 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 	users := map[string][]any{} // day → emails
 	seen := map[[2]string]bool{}
 	var userDays []string
-	type recentList struct {
-		spans []int // start and end in buf of each entry, oldest first
-	}
-	recent := map[string]*recentList{} // by email
+	recent := map[string]*cmd{} // email → LPUSH of the entries, oldest first
 	var recentOrder []string
-	buf := r.fl.recentBuf[:0]
 
 	// The previous record's keys and the sums they found.
 	var (
@@ -214,18 +209,17 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 		lastME           monthEmail
 		lastMonthSum     *int64
 		lastRecentEmail  string
-		lastRecent       *recentList
+		lastRecent       *cmd
 		haveDK, haveSeen bool
 	)
 	for i := range batch {
-		rec := &batch[i]
+		q := &batch[i]
+		rec := &q.Record
 		t := rec.Time.UTC()
-		ms := t.UnixMilli()
 		if d := floorDiv(t.Unix(), 86400); d != unixDay {
 			unixDay = d
 			day, month = t.Format(dayLayout), t.Format(monthLayout)
 		}
-		micro, known := microUSD(rec)
 		if rec.TokenID != "" {
 			if lastTS == nil || rec.TokenID != lastToken {
 				lastToken = rec.TokenID
@@ -236,8 +230,8 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 					tokenOrder = append(tokenOrder, rec.TokenID)
 				}
 			}
-			lastTS.addKnown(rec, micro, known)
-			lastTS.last = max(lastTS.last, ms)
+			lastTS.addKnown(rec, q.micro, q.known)
+			lastTS.last = max(lastTS.last, t.UnixMilli())
 		}
 		if rec.Email == "" {
 			continue
@@ -251,7 +245,7 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 				dayOrder = append(dayOrder, dk)
 			}
 		}
-		lastCounts.addKnown(rec, micro, known)
+		lastCounts.addKnown(rec, q.micro, q.known)
 		if de := [2]string{day, rec.Email}; !haveSeen || de != lastSeen {
 			lastSeen, haveSeen = de, true
 			if !seen[de] {
@@ -262,7 +256,7 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 				users[day] = append(users[day], rec.Email)
 			}
 		}
-		if known && micro > 0 {
+		if q.known && q.micro > 0 {
 			if me := (monthEmail{month, rec.Email}); lastMonthSum == nil || me != lastME {
 				lastME = me
 				lastMonthSum = months[me]
@@ -272,24 +266,18 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 					monthOrder = append(monthOrder, me)
 				}
 			}
-			*lastMonthSum += micro
+			*lastMonthSum += q.micro
 		}
-		from := len(buf)
-		buf = appendRecent(buf, recentJSON{
-			Time: ms, TokenID: rec.TokenID, Model: rec.Model, Path: rec.Path, Status: rec.Status,
-			In: max(rec.InputTokens, 0), Out: max(rec.OutputTokens, 0), Cost: micro, CostKnown: known,
-			Latency: rec.Latency.Microseconds(),
-		})
 		if lastRecent == nil || rec.Email != lastRecentEmail {
 			lastRecentEmail = rec.Email
 			lastRecent = recent[rec.Email]
 			if lastRecent == nil {
-				lastRecent = &recentList{}
+				lastRecent = &cmd{"lpush", r.recentKey(rec.Email)}
 				recent[rec.Email] = lastRecent
 				recentOrder = append(recentOrder, rec.Email)
 			}
 		}
-		lastRecent.spans = append(lastRecent.spans, from, len(buf))
+		*lastRecent = append(*lastRecent, q.entry)
 	}
 
 	ttl := int64(max(r.cfg.Retention/time.Second, 1))
@@ -334,20 +322,9 @@ func (r *Recorder) commands(batch []Record, now time.Time) []cmd {
 		cmds = append(cmds, cmd{"hincrby", key, mk.email, *months[mk]})
 		expire(key) // once per key: needExpire remembers
 	}
-	// The entries are substrings of one string: one copy for the batch,
-	// and the buffer is the flusher's again.
-	all := string(buf)
-	if cap(buf) <= 64<<10 {
-		r.fl.recentBuf = buf
-	}
 	for _, email := range recentOrder {
-		l := recent[email]
-		key := r.recentKey(email)
-		c := make(cmd, 0, 2+len(l.spans)/2)
-		c = append(c, "lpush", key)
-		for j := 0; j < len(l.spans); j += 2 {
-			c = append(c, all[l.spans[j]:l.spans[j+1]])
-		}
+		c := *recent[email]
+		key := c[1].(string)
 		cmds = append(cmds, c)
 		cmds = append(cmds, cmd{"ltrim", key, 0, r.cfg.RecentPerUser - 1})
 		expire(key)
