@@ -38,6 +38,12 @@ type stream struct {
 // openStream starts a streamed chat completion with tok on r and reads it
 // to the end in the background; done is signalled when it ends.
 func (st *stack) openStream(r *replica, tok string, done *sync.WaitGroup) *stream {
+	return st.openStreamAt(r, tok, "/v1/chat/completions",
+		`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"count"}]}`, done)
+}
+
+// openStreamAt is openStream with another path and body.
+func (st *stack) openStreamAt(r *replica, tok, path, body string, done *sync.WaitGroup) *stream {
 	s := &stream{firstEvent: make(chan struct{})}
 	done.Add(1)
 	go func() {
@@ -45,8 +51,7 @@ func (st *stack) openStream(r *replica, tok string, done *sync.WaitGroup) *strea
 		defer func() { s.ended = time.Now() }()
 		first := sync.OnceFunc(func() { close(s.firstEvent) })
 		defer first()
-		req, _ := http.NewRequest(http.MethodPost, r.url+"/v1/chat/completions",
-			strings.NewReader(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"count"}]}`))
+		req, _ := http.NewRequest(http.MethodPost, r.url+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := st.client.Do(req)
@@ -212,7 +217,8 @@ func TestShutdownDrainsStreams(t *testing.T) {
 
 // TestShutdownGraceOver sends SIGTERM while streams are longer than the
 // grace period: the process still exits 0 soon after the grace, and the
-// clients see their streams end instead of hanging.
+// clients see their streams end with an error event of their API family,
+// saying the gateway is restarting, instead of hanging or being cut.
 func TestShutdownGraceOver(t *testing.T) {
 	const grace = time.Second
 	st := newStack(t, options{
@@ -225,7 +231,12 @@ func TestShutdownGraceOver(t *testing.T) {
 	var done sync.WaitGroup
 	streams := make([]*stream, 5)
 	for i := range streams {
-		streams[i] = st.openStream(r, tok.raw, &done)
+		if i < 3 {
+			streams[i] = st.openStream(r, tok.raw, &done)
+		} else {
+			streams[i] = st.openStreamAt(r, tok.raw, "/v1/messages",
+				`{"model":"claude-haiku-4-5","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"count"}]}`, &done)
+		}
 		<-streams[i].firstEvent
 	}
 	tSig := time.Now()
@@ -244,8 +255,19 @@ func TestShutdownGraceOver(t *testing.T) {
 		t.Errorf("exit %d after %v, want 0 within grace (%v) + 3 s", code, tExit, grace)
 	}
 	for i, s := range streams {
-		if s.complete(10) == nil {
+		if i < 3 && s.complete(10) == nil {
 			t.Errorf("stream %d of 10 s finished within a grace of %v: the test did not test the cut", i, grace)
+		}
+		if s.err != nil {
+			t.Errorf("stream %d: %v after %q; want the stream to end cleanly after an error event", i, s.err, tail(s.body, 200))
+			continue
+		}
+		end := `data: {"error":{"message":"the gateway is restarting and ended the stream; retry the request","type":"api_error","code":"gateway_restarting"}}` + "\n\ndata: [DONE]\n\n"
+		if i >= 3 {
+			end = "event: error\n" + `data: {"type":"error","error":{"type":"api_error","message":"the gateway is restarting and ended the stream; retry the request"}}` + "\n\n"
+		}
+		if !strings.HasSuffix(s.body, "\n\n"+end) {
+			t.Errorf("stream %d ends %q; want it to end with the event\n%s", i, tail(s.body, 300), end)
 		}
 	}
 }

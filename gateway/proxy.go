@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llmgate/llmgate/internal/duration"
@@ -525,6 +526,7 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	resp.Body = mb
 	if sse {
 		c.keepalive.stream()
+		s.streams.add(mb)
 	}
 	c.body = mb
 	return nil
@@ -539,6 +541,9 @@ func (s *Server) report(c *call) {
 	}
 	b.reported = true
 	b.timer.Stop()
+	if b.sse {
+		s.streams.remove(b)
+	}
 	u := b.meter.Usage()
 	model := u.Model
 	if model == "" {
@@ -552,7 +557,10 @@ func (s *Server) report(c *call) {
 	})
 	s.metrics.proxied.WithLabelValues(c.up.Name, strconv.Itoa(c.status)).Inc()
 	s.metrics.upLatency.WithLabelValues(c.up.Name).Observe(time.Since(c.start).Seconds())
-	if b.err != nil && !errors.Is(b.err, context.Canceled) {
+	switch {
+	case b.shutdown.Load():
+		s.log.Info("stream ended by shutdown after the grace period", "upstream", c.up.Name, "user", c.claims.Email)
+	case b.err != nil && !errors.Is(b.err, context.Canceled):
 		s.log.Warn("upstream stream failed", "upstream", c.up.Name, "user", c.claims.Email, "err", b.err)
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "api call",
@@ -578,6 +586,9 @@ type meteredBody struct {
 	tail      *bytes.Reader
 	idle      time.Duration
 	timer     *time.Timer
+	// shutdown is set when the gateway ends the stream at the end of
+	// its shutdown grace period.
+	shutdown atomic.Bool
 }
 
 func (b *meteredBody) Read(p []byte) (int, error) {
@@ -598,7 +609,11 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 		b.finish(nil)
 	case err != nil && b.sse && !errors.Is(err, context.Canceled):
 		b.finish(err)
-		b.tail = bytes.NewReader(streamErrorEvent(b.anthropic))
+		if b.shutdown.Load() {
+			b.tail = bytes.NewReader(shutdownEvent(b.anthropic))
+		} else {
+			b.tail = bytes.NewReader(streamErrorEvent(b.anthropic))
+		}
 		return n, nil
 	case err != nil:
 		b.finish(err)
@@ -627,6 +642,61 @@ func streamErrorEvent(anthropic bool) []byte {
 		return []byte("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the upstream connection failed mid-stream; retry the request\"}}\n\n")
 	}
 	return []byte("\n\ndata: {\"error\":{\"message\":\"the upstream connection failed mid-stream; retry the request\",\"type\":\"api_error\",\"code\":\"upstream_stream_error\"}}\n\ndata: [DONE]\n\n")
+}
+
+// shutdownEvent is the last event of a stream the gateway ended because
+// its shutdown grace period was over.
+func shutdownEvent(anthropic bool) []byte {
+	if anthropic {
+		return []byte("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the gateway is restarting and ended the stream; retry the request\"}}\n\n")
+	}
+	return []byte("\n\ndata: {\"error\":{\"message\":\"the gateway is restarting and ended the stream; retry the request\",\"type\":\"api_error\",\"code\":\"gateway_restarting\"}}\n\ndata: [DONE]\n\n")
+}
+
+// streamEndWait bounds how long the gateway waits, after ending the
+// streams still open at the end of the grace period, for their last
+// event to be written before it closes every connection.
+const streamEndWait = time.Second
+
+// openStreams are the SSE answers in flight.
+type openStreams struct {
+	mu    sync.Mutex
+	open  map[*meteredBody]struct{}
+	ended bool // end ran: streams that start now end at once
+}
+
+func (o *openStreams) add(b *meteredBody) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.ended {
+		b.shutdown.Store(true)
+		b.ReadCloser.Close()
+		return
+	}
+	if o.open == nil {
+		o.open = map[*meteredBody]struct{}{}
+	}
+	o.open[b] = struct{}{}
+}
+
+func (o *openStreams) remove(b *meteredBody) {
+	o.mu.Lock()
+	delete(o.open, b)
+	o.mu.Unlock()
+}
+
+// end makes every open stream end with shutdownEvent, by closing its
+// upstream body under the Read that waits on it, and returns how many
+// there were.
+func (o *openStreams) end() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.ended = true
+	for b := range o.open {
+		b.shutdown.Store(true)
+		b.ReadCloser.Close()
+	}
+	return len(o.open)
 }
 
 // proxyError answers when the upstream could not be reached or did not

@@ -139,6 +139,7 @@ type Server struct {
 	limiter           *redis_rate.Limiter
 	rateKeyPrefix     string
 	spend             spendState
+	streams           openStreams // SSE answers in flight, ended with an event when the grace is over
 
 	// Claude Code and Claude Desktop (SPEC §8).
 	policies []*policy
@@ -275,6 +276,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
+		// Streams still open get an error event of their API family
+		// rather than a cut connection, so clients can tell a restart
+		// from a broken network and retry.
+		if n := s.streams.end(); n > 0 {
+			s.log.Warn("grace period over; ending open streams with an error event", "streams", n)
+			ectx, ecancel := context.WithTimeout(context.Background(), streamEndWait)
+			_ = srv.Shutdown(ectx) // returns when their handlers have written it
+			ecancel()
+		}
 		s.log.Warn("grace period over; closing remaining connections", "err", err)
 		srv.Close()
 	}
