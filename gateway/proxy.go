@@ -609,11 +609,11 @@ func (b *meteredBody) Read(p []byte) (int, error) {
 		b.finish(nil)
 	case err != nil && b.sse && !errors.Is(err, context.Canceled):
 		b.finish(err)
+		end := upstreamFailedEnd
 		if b.shutdown.Load() {
-			b.tail = bytes.NewReader(shutdownEvent(b.anthropic))
-		} else {
-			b.tail = bytes.NewReader(streamErrorEvent(b.anthropic))
+			end = restartingEnd
 		}
+		b.tail = bytes.NewReader(end.event(b.anthropic))
 		return n, nil
 	case err != nil:
 		b.finish(err)
@@ -636,22 +636,31 @@ func (b *meteredBody) finish(err error) {
 	b.timer.Stop()
 }
 
-// streamErrorEvent is the last event of a stream whose upstream failed.
-func streamErrorEvent(anthropic bool) []byte {
+// streamEnd is the last event of a stream the gateway ends itself, in
+// each API family's shape.
+type streamEnd struct{ anthropic, openai string }
+
+func (e streamEnd) event(anthropic bool) []byte {
 	if anthropic {
-		return []byte("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the upstream connection failed mid-stream; retry the request\"}}\n\n")
+		return []byte(e.anthropic)
 	}
-	return []byte("\n\ndata: {\"error\":{\"message\":\"the upstream connection failed mid-stream; retry the request\",\"type\":\"api_error\",\"code\":\"upstream_stream_error\"}}\n\ndata: [DONE]\n\n")
+	return []byte(e.openai)
 }
 
-// shutdownEvent is the last event of a stream the gateway ended because
-// its shutdown grace period was over.
-func shutdownEvent(anthropic bool) []byte {
-	if anthropic {
-		return []byte("\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the gateway is restarting and ended the stream; retry the request\"}}\n\n")
+func newStreamEnd(message, code string) streamEnd {
+	return streamEnd{
+		anthropic: "\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"" + message + "\"}}\n\n",
+		openai:    "\n\ndata: {\"error\":{\"message\":\"" + message + "\",\"type\":\"api_error\",\"code\":\"" + code + "\"}}\n\ndata: [DONE]\n\n",
 	}
-	return []byte("\n\ndata: {\"error\":{\"message\":\"the gateway is restarting and ended the stream; retry the request\",\"type\":\"api_error\",\"code\":\"gateway_restarting\"}}\n\ndata: [DONE]\n\n")
 }
+
+var (
+	// upstreamFailedEnd ends a stream whose upstream failed mid-answer.
+	upstreamFailedEnd = newStreamEnd("the upstream connection failed mid-stream; retry the request", "upstream_stream_error")
+	// restartingEnd ends a stream still open when the shutdown grace
+	// period is over.
+	restartingEnd = newStreamEnd("the gateway is restarting and ended the stream; retry the request", "gateway_restarting")
+)
 
 // streamEndWait bounds how long the gateway waits, after ending the
 // streams still open at the end of the grace period, for their last
@@ -685,7 +694,7 @@ func (o *openStreams) remove(b *meteredBody) {
 	o.mu.Unlock()
 }
 
-// end makes every open stream end with shutdownEvent, by closing its
+// end makes every open stream end with restartingEnd, by closing its
 // upstream body under the Read that waits on it, and returns how many
 // there were.
 func (o *openStreams) end() int {

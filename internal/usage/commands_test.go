@@ -208,7 +208,7 @@ func TestCommandsLikeBefore(t *testing.T) {
 func queueAll(batch []Record) []queued {
 	q := make([]queued, len(batch))
 	for i, rec := range batch {
-		q[i] = queue(rec)
+		q[i] = newQueued(rec)
 	}
 	return q
 }

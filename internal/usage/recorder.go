@@ -169,7 +169,7 @@ func (r *Recorder) Record(rec Record) {
 		rec.Time = r.cfg.Now()
 	}
 	var month string
-	q := queue(rec)
+	q := newQueued(rec)
 	pend := q.known && q.micro > 0 && rec.Email != ""
 	if pend {
 		month = rec.Time.UTC().Format(monthLayout)
@@ -206,8 +206,8 @@ type queued struct {
 	entry string // the call in a recent list: recentJSON, encoded
 }
 
-// queue works out rec's cost and recent-list entry.
-func queue(rec Record) queued {
+// newQueued works out rec's cost and recent-list entry.
+func newQueued(rec Record) queued {
 	q := queued{Record: rec}
 	q.micro, q.known = microUSD(&rec)
 	var buf [192]byte

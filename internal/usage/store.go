@@ -174,7 +174,7 @@ func appendJSONString(b []byte, s string) []byte {
 // It runs on the flusher goroutine, which shares the processor with the
 // requests: with one CPU a request that arrives meanwhile waits for it,
 // so a batch's work is kept small. Record has encoded each call's
-// recent-list entry already (see queue); consecutive records almost
+// recent-list entry already (see newQueued); consecutive records almost
 // always share the day, the person, the token and the model, so each map
 // is looked up only when the key changes, and the day and month are
 // formatted once per day.
